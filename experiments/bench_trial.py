@@ -1,0 +1,79 @@
+"""Speed of one trial against retraining, on the machine at hand.
+
+    python experiments/bench_trial.py --experiment fmnist            # on a GPU machine
+    python experiments/bench_trial.py --experiment digits --repeats 2 # anywhere
+
+Prints: training throughput (images/s at the recipe's batch size, after a warm-up epoch), the
+retraining time of the cached reference (trained here first if missing), the wall time of one
+selective-forgetting run at the default hyperparameters split into mask learning and the rest,
+their ratio, and how close the result is to the retrained model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tune_unlearn.cli import add_experiment_args, experiment_overrides, parse_assignments  # noqa: E402
+from tune_unlearn.models import build_model  # noqa: E402
+from tune_unlearn.pipeline import prepare, run_method  # noqa: E402
+from tune_unlearn.references import default_cache_dir  # noqa: E402
+from tune_unlearn.run_config import resolve_run  # noqa: E402
+from tune_unlearn.runtime import Stopwatch, make_runtime, seed_everything  # noqa: E402
+from tune_unlearn.training import train_recipe  # noqa: E402
+
+
+def training_throughput(prepared, epochs: int) -> float:
+    exp, data, runtime = prepared.experiment, prepared.data, prepared.runtime
+    seed_everything(0)
+    model = runtime.prepare(build_model(exp.model, data.num_classes, data.in_channels))
+    train_recipe(model, data.train, replace(exp.train, epochs=1), runtime)  # warm-up (cudnn autotuning)
+    clock = Stopwatch(runtime).start()
+    train_recipe(model, data.train, replace(exp.train, epochs=epochs), runtime)
+    return epochs * len(data.train) / clock.stop()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_experiment_args(p, default_experiment="fmnist")
+    p.add_argument("--method", default="selective")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument("--repeats", type=int, default=3, help="unlearning runs to time (median reported)")
+    p.add_argument("--train-epochs", type=int, default=2, help="epochs timed for the throughput figure")
+    args = p.parse_args()
+    run = resolve_run(args.method, args.experiment, experiment_overrides(args), parse_assignments(args.set, "--set"))
+    runtime = make_runtime(args.device)
+    prepared = prepare(run.experiment, runtime, args.cache_dir or default_cache_dir(), args.original, args.download)
+    exp, refs = prepared.experiment, prepared.refs
+    print(f"machine: {runtime.describe()}   experiment: {exp.name} ({len(prepared.data.train)} training images, "
+          f"forget {len(prepared.data.forget)})")
+    images_per_s = training_throughput(prepared, args.train_epochs)
+    print(f"training: {images_per_s:,.0f} images/s (batch {exp.train.batch_size}, {args.train_epochs} epochs after a warm-up epoch)")
+    retrain_s = refs.reference_metrics["time_s"]
+    print(f"retrain: {retrain_s:.1f} s ({exp.train.epochs} epochs on D_r, cached reference: {refs.status['retrain']})")
+    results = [run_method(prepared, run.method, run.hparams, run.weights, seed=i) for i in range(args.repeats)]
+    times = [r.metrics["time_s"] for r in results]
+    best = results[times.index(statistics.median_low(times))]
+    phases: dict[str, float] = {}
+    previous = 0.0
+    for entry in best.history:  # history times are the unlearning clock at each epoch's end
+        phases[entry["phase"]] = phases.get(entry["phase"], 0.0) + entry["time_s"] - previous
+        previous = entry["time_s"]
+    split = ", ".join(f"{k} {v:.2f} s" for k, v in phases.items())
+    print(f"{run.method.name} (hparams {run.hparams}): {statistics.median(times):.2f} s median of {len(times)} "
+          f"[{split}, rest {best.metrics['time_s'] - previous:.2f} s]")
+    print(f"ratio: {100 * statistics.median(times) / retrain_s:.1f} % of retraining time")
+    ref, m = refs.reference_metrics, best.metrics
+    print(f"{run.method.name} vs retrain: test {m['test_acc']:.2f} vs {ref['test_acc']:.2f}, forget {m['forget_acc']:.2f} "
+          f"vs {ref['forget_acc']:.2f}, retain {m['retain_acc']:.2f} vs {ref['retain_acc']:.2f}, "
+          f"MIA {m['mia']:.1f} vs {ref['mia']:.1f}; original: test {refs.original_metrics['test_acc']:.2f}, "
+          f"forget {refs.original_metrics['forget_acc']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+import gzip
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tune_unlearn.data import DATASETS, load_data, make_split, random_crop, random_flip
+from tune_unlearn.errors import UserError
+from tune_unlearn.experiment import ForgetSpec, load_experiment
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+def test_random_split_is_disjoint_complete_and_seeded():
+    labels = torch.arange(1000) % 10
+    a = make_split(labels, ForgetSpec(rule="random", fraction=0.1, seed=3))
+    b = make_split(labels, ForgetSpec(rule="random", fraction=0.1, seed=3))
+    c = make_split(labels, ForgetSpec(rule="random", fraction=0.1, seed=4))
+    assert len(a.forget) == 100 and len(a.retain) == 900
+    assert not set(a.forget.tolist()) & set(a.retain.tolist())
+    assert sorted(a.forget.tolist() + a.retain.tolist()) == list(range(1000))
+    assert torch.equal(a.forget, b.forget)
+    assert not torch.equal(a.forget, c.forget)
+
+
+def test_class_split_takes_exactly_those_classes():
+    labels = torch.arange(200) % 10
+    split = make_split(labels, ForgetSpec(rule="classes", classes=(2, 7)))
+    assert set(labels[split.forget].tolist()) == {2, 7}
+    assert not {2, 7} & set(labels[split.retain].tolist())
+    assert len(split.forget) == 40
+
+
+def test_experiment_split_is_stored_with_the_data(tiny_experiment):
+    first = load_data(tiny_experiment)
+    second = load_data(tiny_experiment)
+    assert torch.equal(first.split.forget, second.split.forget)
+    assert len(first.forget) + len(first.retain) == len(first.train)
+    assert torch.equal(first.forget.labels, first.train.labels[first.split.forget])
+
+
+def test_batches_cover_the_part_once_and_never_hold_one_sample(prepared):
+    part = prepared.data.retain
+    seen = torch.cat([y for _, y in part.batches(100, shuffle=True, augment=True)])
+    assert len(seen) == len(part)
+    sizes = [len(y) for _, y in part.batches(len(part) - 1)]
+    assert min(sizes) > 1 and sum(sizes) == len(part)
+
+
+def test_random_crop_shifts_content_and_flip_mirrors():
+    torch.manual_seed(0)
+    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).view(2, 1, 4, 4) + 1
+    cropped = random_crop(x, padding=1)
+    assert cropped.shape == x.shape
+    for i in range(2):  # every crop is x shifted by at most one pixel, zeros entering at the edge
+        assert any(
+            torch.equal(cropped[i], torch.nn.functional.pad(x[i], (1, 1, 1, 1))[:, dy:dy + 4, dx:dx + 4])
+            for dy in range(3) for dx in range(3)
+        )
+    flipped = random_flip(x)
+    for i in range(2):
+        assert torch.equal(flipped[i], x[i]) or torch.equal(flipped[i], x[i].flip(2))
+
+
+@pytest.mark.skipif(not FMNIST.is_dir(), reason="apt-get install dataset-fashion-mnist")
+def test_real_fashion_mnist_from_debian_files():
+    exp = load_experiment("fmnist")
+    arrays = DATASETS["fmnist"].load(FMNIST, False, exp.dataset)
+    assert arrays.x_train.shape == (60000, 1, 28, 28) and arrays.x_test.shape == (10000, 1, 28, 28)
+    assert arrays.y_train.bincount().tolist() == [6000] * 10
+    assert 0.0 <= arrays.x_train.min() and arrays.x_train.max() <= 1.0
+    assert 0.2 < arrays.x_train.mean() < 0.4  # Fashion-MNIST's mean pixel is about 0.286
+
+
+def test_missing_fashion_mnist_says_where_and_how(tmp_path):
+    with pytest.raises(UserError, match="apt-get install dataset-fashion-mnist") as err:
+        load_data(load_experiment("fmnist", {"dataset.root": str(tmp_path)}))
+    assert str(tmp_path) in str(err.value)
+
+
+def test_fashion_mnist_reader_on_generated_idx_files(tmp_path):
+    def write(name, magic, array):
+        header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+        with gzip.open(tmp_path / f"{name}.gz", "wb") as f:
+            f.write(header + array.astype(np.uint8).tobytes())
+
+    rng = np.random.default_rng(0)
+    write("train-images-idx3-ubyte", 0x0803, rng.integers(0, 255, (50, 28, 28)))
+    write("train-labels-idx1-ubyte", 0x0801, np.arange(50) % 10)
+    write("t10k-images-idx3-ubyte", 0x0803, rng.integers(0, 255, (20, 28, 28)))
+    write("t10k-labels-idx1-ubyte", 0x0801, np.arange(20) % 10)
+    data = load_data(load_experiment("fmnist", {"dataset.root": str(tmp_path)}))
+    assert len(data.train) == 50 and len(data.test) == 20 and len(data.forget) == 5
+
+
+def test_cifar_reader_on_a_generated_fixture(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name, n in [*[(f"data_batch_{i}", 8) for i in range(1, 6)], ("test_batch", 10)]:
+        entry = {"data": rng.integers(0, 255, (n, 3072), dtype=np.uint8), "labels": list(np.arange(n) % 10)}
+        with open(folder / name, "wb") as f:
+            pickle.dump(entry, f)
+    data = load_data(load_experiment("cifar10", {"dataset.root": str(tmp_path)}))
+    assert len(data.train) == 40 and len(data.test) == 10 and data.in_channels == 3
+    x, y = next(data.train.batches(16, shuffle=True, augment=True))
+    assert x.shape[1:] == (3, 32, 32) and x.shape[0] <= 16
+
+
+def test_missing_cifar_points_at_download(tmp_path):
+    with pytest.raises(UserError, match="--download"):
+        load_data(load_experiment("cifar100", {"dataset.root": str(tmp_path)}))
+
+
+def test_imagefolder_tree_on_a_generated_fixture(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, per_class in (("train", 6), ("val", 2)):
+        for cls in ("ant", "bee", "cat"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(per_class):
+                Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(tmp_path / split / cls / f"{i}.png")
+    exp = load_experiment("imagenet100", {"dataset.root": str(tmp_path), "dataset.image_size": 32,
+                                          "dataset.workers": 0, "forget.fraction": 0.2})
+    data = load_data(exp)
+    assert data.num_classes == 3 and len(data.train) == 18 and len(data.test) == 6
+    assert len(data.forget) == 4
+    x, y = next(data.forget.batches(4, shuffle=True, augment=True))
+    assert x.shape == (4, 3, 32, 32) and y.shape == (4,)
+    with pytest.raises(UserError, match="forget class 5 does not exist"):
+        load_data(load_experiment("imagenet100", {"dataset.root": str(tmp_path), "forget.classes": [5]}))

@@ -1,0 +1,90 @@
+import pytest
+import torch
+
+from tune_unlearn.errors import UserError
+from tune_unlearn.pipeline import prepare
+from tune_unlearn.references import atomic_write
+
+
+def _count_training(monkeypatch):
+    import tune_unlearn.references as references
+
+    calls = []
+    real = references.train_recipe
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(references, "train_recipe", counting)
+    return calls
+
+
+def test_second_prepare_is_a_cache_hit_and_says_so(tiny_experiment, runtime, tmp_path, monkeypatch):
+    calls = _count_training(monkeypatch)
+    first = prepare(tiny_experiment, runtime, tmp_path, log=lambda m: None)
+    assert first.refs.status == {"original": "trained", "retrain": "trained"} and len(calls) == 2
+    messages = []
+    second = prepare(tiny_experiment, runtime, tmp_path, log=messages.append)
+    assert second.refs.status == {"original": "cached", "retrain": "cached"} and len(calls) == 2
+    assert sum("cache hit" in m for m in messages) == 2
+    assert second.refs.reference_metrics == first.refs.reference_metrics
+    assert all(torch.equal(first.refs.original_state[k], second.refs.original_state[k]) for k in first.refs.original_state)
+
+
+def test_a_new_forget_seed_reuses_the_original_and_retrains_only_the_reference(tiny_experiment, runtime, tmp_path):
+    from dataclasses import replace
+
+    prepare(tiny_experiment, runtime, tmp_path, log=lambda m: None)
+    other = replace(tiny_experiment, forget=replace(tiny_experiment.forget, seed=1))
+    refs = prepare(other, runtime, tmp_path, log=lambda m: None).refs
+    assert refs.status == {"original": "cached", "retrain": "trained"}
+
+
+def test_a_corrupt_entry_is_rebuilt(tiny_experiment, runtime, tmp_path, monkeypatch):
+    refs = prepare(tiny_experiment, runtime, tmp_path, log=lambda m: None).refs
+    with open(refs.paths["retrain"], "wb") as f:
+        f.write(b"not a checkpoint")
+    messages = []
+    again = prepare(tiny_experiment, runtime, tmp_path, log=messages.append).refs
+    assert again.status == {"original": "cached", "retrain": "trained"}
+    assert any("unusable" in m for m in messages)
+    assert torch.load(again.paths["retrain"], weights_only=True)["meta"]["role"] == "retrain"
+
+
+def test_trials_never_train(tiny_experiment, runtime, tmp_path):
+    with pytest.raises(RuntimeError, match="not in the cache"):
+        prepare(tiny_experiment, runtime, tmp_path, allow_training=False, log=lambda m: None)
+
+
+def test_an_interrupted_write_leaves_no_entry(tmp_path):
+    target = tmp_path / "entry.pt"
+
+    def dies_half_way(tmp):
+        tmp.write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, dies_half_way)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_user_checkpoint_replaces_the_original(prepared, tiny_experiment, runtime, tmp_path):
+    path = tmp_path / "mine.pt"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in prepared.refs.original_state.items()}}, path)
+    refs = prepare(tiny_experiment, runtime, tmp_path / "cache", original_checkpoint=str(path), log=lambda m: None).refs
+    assert refs.status["original"] == "checkpoint"
+    assert refs.original_metrics["test_acc"] == pytest.approx(prepared.refs.original_metrics["test_acc"])
+
+
+def test_a_mismatched_checkpoint_is_a_one_line_error(prepared, tiny_experiment, runtime, tmp_path):
+    path = tmp_path / "wrong.pt"
+    state = dict(prepared.refs.original_state)
+    state["fc.weight"] = torch.zeros(100, state["fc.weight"].shape[1])
+    torch.save(state, path)
+    with pytest.raises(UserError, match=r"fc.weight has shape \(100, 32\), the model needs \(10, 32\)"):
+        prepare(tiny_experiment, runtime, tmp_path / "c", original_checkpoint=str(path), log=lambda m: None)
+    path.write_bytes(b"garbage")
+    with pytest.raises(UserError, match="cannot read checkpoint"):
+        prepare(tiny_experiment, runtime, tmp_path / "c", original_checkpoint=str(path), log=lambda m: None)
+    assert not (tmp_path / "c").exists()  # nothing trained, nothing cached

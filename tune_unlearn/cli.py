@@ -1,0 +1,92 @@
+"""Command-line pieces shared by `run`, `search` and `compare` (the only argparse users besides
+their own modules): experiment options, KEY=VALUE lists, and the error wrapper."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+from .config import parse_scalar
+from .errors import UserError
+from .objective import Weights
+from .training import Diverged
+
+
+def add_experiment_args(parser: argparse.ArgumentParser, default_experiment: str | None = "digits") -> None:
+    g = parser.add_argument_group("experiment")
+    g.add_argument("--experiment", default=default_experiment,
+                   help="experiment name (a YAML file in experiments/) or path (default: %(default)s)")
+    g.add_argument("--data-dir", help="where the data set lives (overrides the experiment's dataset.root)")
+    g.add_argument("--download", action="store_true", help="download the data set if missing (cifar10/100, fmnist)")
+    g.add_argument("--forget-fraction", type=float, help="forget a random fraction of D (the paper: 0.02, 0.04)")
+    g.add_argument("--forget-classes", type=int, nargs="+", metavar="C", help="forget every sample of these classes")
+    g.add_argument("--forget-seed", type=int, help="seed of the forget-set choice")
+    g.add_argument("--exp-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any experiment setting, e.g. train.epochs=5 (repeatable)")
+    g.add_argument("--cache-dir", help="where cached models live (default: $TUNE_UNLEARN_CACHE or ~/.cache/tune_unlearn)")
+    g.add_argument("--original", metavar="CKPT", help="use this trained checkpoint as the original model")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+
+
+def experiment_overrides(args: argparse.Namespace) -> dict:
+    """The experiment overrides the flags ask for, as dotted keys (what configs record)."""
+    overrides = parse_assignments(args.exp_set, "--exp-set")
+    if args.data_dir:
+        overrides["dataset.root"] = str(Path(args.data_dir).expanduser().resolve())
+    if args.forget_fraction is not None:
+        overrides["forget.fraction"] = args.forget_fraction
+    if args.forget_classes:
+        overrides["forget.classes"] = list(args.forget_classes)
+    if args.forget_seed is not None:
+        overrides["forget.seed"] = args.forget_seed
+    return overrides
+
+
+def parse_assignments(items: list[str], flag: str) -> dict:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"{flag} takes KEY=VALUE, got {item!r}")
+        out[key.strip()] = parse_scalar(value.strip())
+    return out
+
+
+def parse_weights(items: list[str], base: Weights | None = None) -> Weights:
+    """--weight NAME=VALUE on top of `base` (default weights)."""
+    values = dict(vars(base or Weights()))
+    for name, value in parse_assignments(items, "--weight").items():
+        if name not in values:
+            raise UserError(f"unknown objective weight {name!r}; allowed: {', '.join(values)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"objective weight {name} must be a number, got {value!r}")
+        values[name] = float(value)
+    return Weights(**values)
+
+
+def write_json(path: str | Path, obj) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def main_guard(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
+    """Turn UserError into one line on stderr and exit status 2; divergence into status 1."""
+
+    def wrapped(argv: list[str] | None = None) -> int:
+        try:
+            return main(argv)
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except Diverged as exc:
+            print(f"error: the run diverged: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+
+    return wrapped

@@ -1,0 +1,410 @@
+"""Data sets, forget/retain splits, and batches.
+
+Small data sets (digits, Fashion-MNIST, CIFAR) are held as one float tensor on the device for
+the whole run: a batch is an index slice, augmentation (random crop + flip) runs on the device,
+and there are no DataLoader workers. ImageFolder trees (ImageNet-100) stream from disk through
+a DataLoader with workers. Both kinds of subset ("part") offer the same `batches` interface, so
+methods never know which one they got.
+
+Nothing here downloads unless asked (`download=True`, the CLI's `--download`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import math
+import pickle
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import UserError
+
+if TYPE_CHECKING:
+    from .experiment import DatasetSpec, Experiment, ForgetSpec
+
+DEFAULT_DOWNLOAD_ROOT = Path.home() / ".cache" / "tune_unlearn" / "data"
+
+
+@dataclass
+class Arrays:
+    """A whole small data set in memory: images as float in [0, 1], NCHW."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+
+
+# --------------------------------------------------------------------------- loaders
+
+
+def _load_digits(root: Path | None, download: bool, spec: DatasetSpec) -> Arrays:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x = torch.from_numpy(digits.images.astype(np.float32) / 16.0).unsqueeze(1)
+    y = torch.from_numpy(digits.target.astype(np.int64))
+    # digits has no official test split: a fixed, stratified one (independent of the forget seed).
+    train_idx, test_idx = train_test_split(
+        np.arange(len(y)), test_size=spec.test_fraction, random_state=0, stratify=digits.target
+    )
+    train_idx, test_idx = np.sort(train_idx), np.sort(test_idx)
+    return Arrays(x[train_idx], y[train_idx], x[test_idx], y[test_idx], 10)
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    _, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
+    if dtype_code != 0x08:
+        raise UserError(f"{path}: not an unsigned-byte IDX file")
+    shape = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _find_idx(root: Path, stem: str) -> Path | None:
+    for folder in (root, root / "FashionMNIST" / "raw"):
+        for name in (stem + ".gz", stem):
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def _load_fmnist(root: Path, download: bool, spec: DatasetSpec) -> Arrays:
+    if download:
+        from torchvision.datasets import FashionMNIST
+
+        FashionMNIST(str(root), train=True, download=True)
+        FashionMNIST(str(root), train=False, download=True)
+    stems = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+    paths = [_find_idx(root, s) for s in stems]
+    if any(p is None for p in paths):
+        raise _missing("fmnist", root)
+    xtr, ytr, xte, yte = (_read_idx(p) for p in paths)  # type: ignore[arg-type]
+
+    def images(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a.astype(np.float32) / 255.0).unsqueeze(1)
+
+    return Arrays(images(xtr), torch.from_numpy(ytr.astype(np.int64)), images(xte), torch.from_numpy(yte.astype(np.int64)), 10)
+
+
+def _load_cifar(root: Path, download: bool, spec: DatasetSpec) -> Arrays:
+    hundred = spec.name == "cifar100"
+    folder = root / ("cifar-100-python" if hundred else "cifar-10-batches-py")
+    if download:
+        from torchvision.datasets import CIFAR10, CIFAR100
+
+        (CIFAR100 if hundred else CIFAR10)(str(root), train=True, download=True)
+    train_files = ["train"] if hundred else [f"data_batch_{i}" for i in range(1, 6)]
+    test_files = ["test"] if hundred else ["test_batch"]
+    if not all((folder / f).is_file() for f in train_files + test_files):
+        raise _missing(spec.name, root)
+    label_key = "fine_labels" if hundred else "labels"
+
+    # The python-pickle format torchvision downloads; read directly so that copies without
+    # torchvision's checksum files (and the small test fixtures) load too.
+    def read(files: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ys = [], []
+        for name in files:
+            with open(folder / name, "rb") as f:
+                entry = pickle.load(f, encoding="latin1")
+            xs.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            ys.extend(entry[label_key])
+        x = torch.from_numpy(np.concatenate(xs).astype(np.float32) / 255.0)
+        return x, torch.tensor(ys, dtype=torch.int64)
+
+    xtr, ytr = read(train_files)
+    xte, yte = read(test_files)
+    return Arrays(xtr, ytr, xte, yte, 100 if hundred else 10)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    num_classes: int | None  # None: read from the data (ImageFolder trees)
+    channels: int
+    default_root: Path | None
+    install_hint: str
+    load: Callable | None  # small data sets: (root, download, spec) -> Arrays
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "digits": DatasetInfo(10, 1, None, "it ships with scikit-learn", _load_digits),
+    "fmnist": DatasetInfo(
+        10,
+        1,
+        Path("/usr/share/datasets/fashion-mnist"),
+        "install it with 'apt-get install dataset-fashion-mnist', point --data-dir at a folder "
+        "with the four IDX files, or pass --download",
+        _load_fmnist,
+    ),
+    "cifar10": DatasetInfo(
+        10, 3, DEFAULT_DOWNLOAD_ROOT, "pass --download, or --data-dir at the folder holding cifar-10-batches-py", _load_cifar
+    ),
+    "cifar100": DatasetInfo(
+        100, 3, DEFAULT_DOWNLOAD_ROOT, "pass --download, or --data-dir at the folder holding cifar-100-python", _load_cifar
+    ),
+    "imagefolder": DatasetInfo(
+        None, 3, None, "pass --data-dir at a folder holding train/ and val/ ImageFolder trees (one sub-folder per class)", None
+    ),
+}
+
+
+def _missing(name: str, root: Path | None) -> UserError:
+    return UserError(f"data set {name!r} not found in {root}: {DATASETS[name].install_hint}")
+
+
+def dataset_root(spec: DatasetSpec) -> Path | None:
+    root = spec.root if spec.root is not None else DATASETS[spec.name].default_root
+    return None if root is None else Path(root).expanduser().resolve()
+
+
+# --------------------------------------------------------------------------- splits
+
+
+@dataclass(frozen=True)
+class Split:
+    """Positions (into the training set) of the forget set and the retain set; disjoint, sorted."""
+
+    forget: torch.Tensor
+    retain: torch.Tensor
+
+
+def make_split(labels: torch.Tensor, forget: ForgetSpec) -> Split:
+    """The forget set for `forget` on training labels `labels`; seeded and reproducible."""
+    n = len(labels)
+    if forget.rule == "classes":
+        chosen = torch.isin(labels, torch.tensor(list(forget.classes), dtype=labels.dtype))
+    else:
+        k = min(max(1, round(forget.fraction * n)), n - 1)
+        generator = torch.Generator().manual_seed(forget.seed)
+        chosen = torch.zeros(n, dtype=torch.bool)
+        chosen[torch.randperm(n, generator=generator)[:k]] = True
+    if not chosen.any():
+        raise UserError(f"the forget rule {forget} selects no training sample")
+    positions = torch.arange(n)
+    return Split(forget=positions[chosen], retain=positions[~chosen])
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+def random_crop(x: torch.Tensor, padding: int) -> torch.Tensor:
+    """Per-sample random crop after zero padding, on x's device (what torchvision's RandomCrop
+    does image by image, done for the whole batch with one gather)."""
+    n, c, h, w = x.shape
+    padded = F.pad(x, (padding, padding, padding, padding))
+    dy = torch.randint(0, 2 * padding + 1, (n, 1), device=x.device)
+    dx = torch.randint(0, 2 * padding + 1, (n, 1), device=x.device)
+    rows = (dy + torch.arange(h, device=x.device)).view(n, 1, h, 1)
+    cols = (dx + torch.arange(w, device=x.device)).view(n, 1, 1, w)
+    batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)
+    chans = torch.arange(c, device=x.device).view(1, c, 1, 1)
+    return padded[batch, chans, rows, cols]
+
+
+def random_flip(x: torch.Tensor) -> torch.Tensor:
+    flip = torch.rand(x.shape[0], device=x.device) < 0.5
+    return torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+
+
+def batch_count(n: int, batch_size: int) -> int:
+    return max(1, math.ceil(n / batch_size))
+
+
+# --------------------------------------------------------------------------- parts
+
+
+class TensorPart:
+    """A subset of a device-resident data set. `batches` slices it into nearly equal batches of
+    at most `batch_size` (so no batch of one sample upsets BatchNorm)."""
+
+    def __init__(self, name: str, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor,
+                 mean: torch.Tensor, std: torch.Tensor, crop_padding: int, flip: bool, channels_last: bool):
+        self.name = name
+        self._images, self._labels = images, labels
+        self.indices = indices.to(images.device)
+        self._mean, self._std = mean, std
+        self._crop_padding, self._flip, self._channels_last = crop_padding, flip, channels_last
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self._labels[self.indices]
+
+    def batches(self, batch_size: int, shuffle: bool = False, augment: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = self.indices
+        if shuffle:
+            order = order[torch.randperm(len(order), device=order.device)]
+        for chunk in order.tensor_split(batch_count(len(order), batch_size)):
+            x = self._images[chunk]
+            if augment:
+                if self._crop_padding:
+                    x = random_crop(x, self._crop_padding)
+                if self._flip:
+                    x = random_flip(x)
+            x = (x - self._mean) / self._std
+            if self._channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, self._labels[chunk]
+
+    def subset(self, positions: torch.Tensor, name: str | None = None) -> "TensorPart":
+        """The samples at `positions` (positions within this part)."""
+        return TensorPart(name or self.name, self._images, self._labels, self.indices[positions.to(self.indices.device)],
+                          self._mean, self._std, self._crop_padding, self._flip, self._channels_last)
+
+
+class FolderPart:
+    """A subset of an ImageFolder tree, streamed through a DataLoader with workers."""
+
+    def __init__(self, name: str, train_set, eval_set, indices: torch.Tensor, labels: torch.Tensor,
+                 workers: int, device: torch.device, channels_last: bool):
+        self.name = name
+        self._train_set, self._eval_set = train_set, eval_set
+        self.indices = indices.cpu()
+        self._all_labels = labels
+        self._workers, self._device, self._channels_last = workers, device, channels_last
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self._all_labels[self.indices].to(self._device)
+
+    def batches(self, batch_size: int, shuffle: bool = False, augment: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        from torch.utils.data import DataLoader, Subset
+
+        dataset = Subset(self._train_set if augment else self._eval_set, self.indices.tolist())
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=self._workers,
+                            pin_memory=self._device.type == "cuda",
+                            drop_last=shuffle and len(dataset) % batch_size == 1)
+        for x, y in loader:
+            x = x.to(self._device, non_blocking=True)
+            if self._channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, y.to(self._device, non_blocking=True)
+
+    def subset(self, positions: torch.Tensor, name: str | None = None) -> "FolderPart":
+        return FolderPart(name or self.name, self._train_set, self._eval_set, self.indices[positions.cpu()],
+                          self._all_labels, self._workers, self._device, self._channels_last)
+
+
+Part = TensorPart | FolderPart
+
+
+@dataclass
+class ExperimentData:
+    """Everything a run needs from the data: the parts, the split and a fingerprint."""
+
+    num_classes: int
+    in_channels: int
+    train: Part  # all of D = retain + forget
+    retain: Part
+    forget: Part
+    test: Part
+    split: Split
+    fingerprint: dict  # what identifies the data in cache keys
+
+
+def _fingerprint(spec: DatasetSpec, y_train: torch.Tensor, n_test: int, num_classes: int) -> dict:
+    digest = hashlib.sha256(y_train.numpy().astype(np.int64).tobytes()).hexdigest()[:16]
+    return {"name": spec.name, "image_size": spec.image_size, "test_fraction": spec.test_fraction,
+            "n_train": len(y_train), "n_test": n_test, "num_classes": num_classes, "train_labels": digest}
+
+
+def load_data(exp: Experiment, device: torch.device | str = "cpu", download: bool = False) -> ExperimentData:
+    """Load the experiment's data set onto `device` and split it. Errors (missing data, bad
+    forget classes) are UserErrors raised before anything is trained."""
+    device = torch.device(device)
+    spec = exp.dataset
+    info = DATASETS[spec.name]
+    root = dataset_root(spec)
+    channels_last = device.type == "cuda"
+    if info.load is None:
+        return _load_folder(exp, root, device, channels_last)
+    if root is not None and download:
+        root.mkdir(parents=True, exist_ok=True)
+    arrays = info.load(root, download, spec)
+    split = make_split(arrays.y_train, exp.forget)
+    x_train = arrays.x_train.to(device)
+    mean = x_train.mean(dim=(0, 2, 3), keepdim=True)
+    std = x_train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    y_train = arrays.y_train.to(device)
+
+    def part(name, images, labels, indices, augmentable=True):
+        return TensorPart(name, images, labels, indices, mean, std,
+                          exp.train.crop_padding if augmentable else 0, exp.train.flip and augmentable, channels_last)
+
+    everything = torch.arange(len(y_train))
+    x_test, y_test = arrays.x_test.to(device), arrays.y_test.to(device)
+    return ExperimentData(
+        num_classes=arrays.num_classes,
+        in_channels=x_train.shape[1],
+        train=part("train", x_train, y_train, everything),
+        retain=part("retain", x_train, y_train, split.retain),
+        forget=part("forget", x_train, y_train, split.forget),
+        test=part("test", x_test, y_test, torch.arange(len(y_test)), augmentable=False),
+        split=split,
+        fingerprint=_fingerprint(spec, arrays.y_train, len(y_test), arrays.num_classes),
+    )
+
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def _load_folder(exp: Experiment, root: Path | None, device: torch.device, channels_last: bool) -> ExperimentData:
+    from torchvision import datasets, transforms
+
+    spec = exp.dataset
+    if root is None or not (root / "train").is_dir() or not (root / "val").is_dir():
+        raise _missing(spec.name, root)
+    size = spec.image_size or 224
+    normalize = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    train_tf = transforms.Compose([
+        transforms.RandomResizedCrop(size),
+        *([transforms.RandomHorizontalFlip()] if exp.train.flip else []),
+        transforms.ToTensor(), normalize])
+    eval_tf = transforms.Compose([
+        transforms.Resize(int(round(size * 256 / 224))), transforms.CenterCrop(size), transforms.ToTensor(), normalize])
+    try:
+        train_aug = datasets.ImageFolder(str(root / "train"), transform=train_tf)
+        train_eval = datasets.ImageFolder(str(root / "train"), transform=eval_tf)
+        val = datasets.ImageFolder(str(root / "val"), transform=eval_tf)
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise UserError(f"cannot read the ImageFolder tree in {root}: {exc}") from None
+    if train_aug.classes != val.classes:
+        raise UserError(f"{root}: train/ and val/ hold different classes")
+    num_classes = len(train_aug.classes)
+    if exp.forget.rule == "classes":
+        bad = [c for c in exp.forget.classes if not 0 <= c < num_classes]
+        if bad:
+            raise UserError(f"forget class {bad[0]} does not exist; allowed: 0..{num_classes - 1}")
+    y_train = torch.tensor(train_aug.targets, dtype=torch.int64)
+    y_test = torch.tensor(val.targets, dtype=torch.int64)
+    split = make_split(y_train, exp.forget)
+
+    def part(name, indices, train_set, eval_set, labels):
+        return FolderPart(name, train_set, eval_set, indices, labels, spec.workers, device, channels_last)
+
+    return ExperimentData(
+        num_classes=num_classes,
+        in_channels=3,
+        train=part("train", torch.arange(len(y_train)), train_aug, train_eval, y_train),
+        retain=part("retain", split.retain, train_aug, train_eval, y_train),
+        forget=part("forget", split.forget, train_aug, train_eval, y_train),
+        test=part("test", torch.arange(len(y_test)), val, val, y_test),
+        split=split,
+        fingerprint=_fingerprint(spec, y_train, len(y_test), num_classes),
+    )

@@ -1,0 +1,168 @@
+"""Experiments: what data, which model, which forget set, which training recipe.
+
+An experiment is a YAML file in `experiments/` (or any path). Everything that determines the
+cached original and retrained models is in here, so the cache key is derived from it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .config import from_mapping, read_yaml, replace_path
+from .errors import UserError, one_of
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str  # digits | fmnist | cifar10 | cifar100 | imagenet100
+    root: str | None = None  # None: the data set's default place (see data.DATASETS)
+    image_size: int | None = None  # imagenet100: side of the square crop fed to the model
+    test_fraction: float = 0.2  # digits only: it has no official test split
+    workers: int = 8  # imagenet100: DataLoader worker processes
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    arch: str = "resnet18"
+    width: int = 64  # channels of the first stage; 64 is the standard ResNet-18
+    small_input: bool = True  # 3x3 stride-1 stem and no max-pool, for 8-32 px images
+
+
+@dataclass(frozen=True)
+class ForgetSpec:
+    rule: str = "random"  # random: a seeded fraction of D; classes: every sample of `classes`
+    fraction: float = 0.1
+    classes: tuple[int, ...] = ()
+    seed: int = 0  # seeds the choice of the forget set only
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """The recipe of the original and the retrained model (SGD, one-cycle schedule)."""
+
+    epochs: int = 20
+    batch_size: int = 512
+    lr: float = 0.1  # peak of the one-cycle schedule
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    crop_padding: int = 4  # random crop after zero padding; 0 turns it off
+    flip: bool = True  # random horizontal flip
+    seed: int = 0  # seeds initialisation and batch order
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    batch_size: int = 2048
+    mia_seed: int = 0  # seeds the attack's sub-sampling and cross-validation folds
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    dataset: DatasetSpec
+    description: str = ""
+    model: ModelSpec = field(default_factory=ModelSpec)
+    forget: ForgetSpec = field(default_factory=ForgetSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    eval: EvalSpec = field(default_factory=EvalSpec)
+    # Per-method hyperparameter defaults for this experiment: {method: {name: value}}.
+    method_defaults: dict = field(default_factory=dict)
+
+
+def experiment_dirs() -> list[Path]:
+    """Where `--experiment NAME` looks, in order."""
+    dirs = [Path.cwd() / "experiments", REPO_ROOT / "experiments"]
+    if os.environ.get("TUNE_UNLEARN_EXPERIMENTS"):
+        dirs.insert(0, Path(os.environ["TUNE_UNLEARN_EXPERIMENTS"]))
+    unique = []
+    for d in dirs:
+        if d.resolve() not in [u.resolve() for u in unique]:
+            unique.append(d)
+    return unique
+
+
+def available_experiments() -> list[str]:
+    names = set()
+    for d in experiment_dirs():
+        names.update(p.stem for p in d.glob("*.yaml"))
+    return sorted(names)
+
+
+def find_experiment_file(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or os.sep in name_or_path:
+        if not path.is_file():
+            raise UserError(f"no such experiment file: {name_or_path}")
+        return path.resolve()
+    for d in experiment_dirs():
+        candidate = d / f"{name_or_path}.yaml"
+        if candidate.is_file():
+            return candidate.resolve()
+    raise one_of("experiment", name_or_path, available_experiments() or ["(none found)"])
+
+
+def load_experiment(name_or_path: str, overrides: dict | None = None) -> Experiment:
+    """Read, override (dotted keys such as 'forget.fraction') and validate an experiment."""
+    path = find_experiment_file(name_or_path)
+    exp = from_mapping(Experiment, read_yaml(path), str(path.name))
+    return apply_overrides(exp, overrides or {})
+
+
+def apply_overrides(exp: Experiment, overrides: dict) -> Experiment:
+    for key, value in overrides.items():
+        exp = replace_path(exp, key, value, "experiment override")
+    if overrides.get("forget.classes") is not None and "forget.rule" not in overrides:
+        exp = replace(exp, forget=replace(exp.forget, rule="classes"))
+    if overrides.get("forget.fraction") is not None and "forget.rule" not in overrides:
+        exp = replace(exp, forget=replace(exp.forget, rule="random"))
+    validate_experiment(exp)
+    return exp
+
+
+def validate_experiment(exp: Experiment) -> None:
+    from .data import DATASETS  # late: data imports torch, keep this module light
+
+    where = f"experiment {exp.name!r}"
+    if exp.dataset.name not in DATASETS:
+        raise one_of(f"data set in {where}:", exp.dataset.name, DATASETS)
+    info = DATASETS[exp.dataset.name]
+    if exp.model.arch != "resnet18":
+        raise one_of(f"model arch in {where}:", exp.model.arch, ["resnet18"])
+    if exp.model.width < 1:
+        raise UserError(f"{where}: model.width must be >= 1, got {exp.model.width}")
+    forget = exp.forget
+    if forget.rule not in ("random", "classes"):
+        raise one_of(f"forget rule in {where}:", forget.rule, ["random", "classes"])
+    if forget.rule == "random" and not 0.0 < forget.fraction < 1.0:
+        raise UserError(f"{where}: forget fraction must lie in (0, 1), got {forget.fraction}")
+    if forget.rule == "classes":
+        if not forget.classes:
+            raise UserError(f"{where}: forget rule 'classes' needs at least one class")
+        if info.num_classes is not None:  # ImageFolder trees are checked once read
+            bad = [c for c in forget.classes if not 0 <= c < info.num_classes]
+            if bad:
+                raise UserError(
+                    f"{where}: forget class {bad[0]} does not exist; allowed: 0..{info.num_classes - 1}"
+                )
+            if len(set(forget.classes)) >= info.num_classes:
+                raise UserError(f"{where}: cannot forget every class")
+    train = exp.train
+    for name in ("epochs", "batch_size"):
+        if getattr(train, name) < 1:
+            raise UserError(f"{where}: train.{name} must be >= 1, got {getattr(train, name)}")
+    if train.lr <= 0:
+        raise UserError(f"{where}: train.lr must be > 0, got {train.lr}")
+    if not 0.0 < exp.dataset.test_fraction < 1.0:
+        raise UserError(f"{where}: dataset.test_fraction must lie in (0, 1)")
+    if exp.eval.batch_size < 1:
+        raise UserError(f"{where}: eval.batch_size must be >= 1")
+    if not isinstance(exp.method_defaults, dict) or not all(
+        isinstance(v, dict) for v in exp.method_defaults.values()
+    ):
+        raise UserError(f"{where}: method_defaults must map method names to mappings")

@@ -1,0 +1,128 @@
+"""One unlearning run from the cached references to the objective: the loop every entry point
+(`run`, the Tune trainable, `compare`) shares. It owns timing, evaluation and reporting;
+methods only change the model.
+
+    prepared = prepare(experiment, runtime, cache_dir)          # data + cached references
+    result = run_method(prepared, "selective", hparams, weights) # unlearn, time, evaluate
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from torch import nn
+
+from .data import ExperimentData, load_data
+from .experiment import Experiment
+from .methods import get_method
+from .methods.base import Context, Method, UnlearnData
+from .metrics import evaluate
+from .models import build_model
+from .objective import Weights, components, objective
+from .references import References, log_stderr, prepare_references
+from .runtime import Runtime, Stopwatch, seed_everything
+
+
+@dataclass
+class Prepared:
+    experiment: Experiment
+    data: ExperimentData
+    runtime: Runtime
+    refs: References
+
+    def model(self, state: dict | None = None) -> nn.Module:
+        """A model of the experiment on the device, holding `state` (default: the original)."""
+        model = build_model(self.experiment.model, self.data.num_classes, self.data.in_channels)
+        model.load_state_dict(self.refs.original_state if state is None else state)
+        return self.runtime.prepare(model)
+
+
+def prepare(exp: Experiment, runtime: Runtime, cache_dir: str | Path, original_checkpoint: str | None = None,
+            download: bool = False, allow_training: bool = True, log: Callable[[str], None] = log_stderr) -> Prepared:
+    data = load_data(exp, runtime.device, download)
+    refs = prepare_references(exp, data, runtime, cache_dir, original_checkpoint, allow_training, log)
+    return Prepared(exp, data, runtime, refs)
+
+
+@dataclass
+class EpochReport:
+    """A model state evaluated during a run (after each fine-tuning epoch, say)."""
+
+    phase: str
+    epoch: int  # from 1
+    logs: dict
+    metrics: dict
+    components: dict
+    objective: float
+
+
+@dataclass
+class RunResult:
+    method: str
+    experiment: str
+    hparams: dict
+    metrics: dict
+    reference: dict
+    original: dict
+    objective: float
+    components: dict
+    stats: dict = field(default_factory=dict)
+    history: list = field(default_factory=list)
+    device: str = ""
+    model: nn.Module | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "method": self.method, "experiment": self.experiment, "hparams": self.hparams,
+            "metrics": self.metrics, "reference": self.reference, "original": self.original,
+            "objective": self.objective, "components": self.components, "stats": self.stats,
+            "history": self.history, "device": self.device,
+        }
+
+
+def run_method(prepared: Prepared, method: str | Method, hparams: dict, weights: Weights | None = None,
+               seed: int = 0, on_report: Callable[[EpochReport], None] | None = None) -> RunResult:
+    """Unlearn from the original model with `method` (hyperparameters already resolved), time
+    it, evaluate it and score it against the retrained reference.
+
+    `on_report`, if given, receives every state the method marks as worth evaluating (the
+    unlearning clock is paused meanwhile, so evaluation never counts as unlearning time)."""
+    method = get_method(method) if isinstance(method, str) else method
+    weights = weights or Weights()
+    exp, data, runtime, refs = prepared.experiment, prepared.data, prepared.runtime, prepared.refs
+    model = prepared.model()
+    clock = Stopwatch(runtime)
+    history: list[dict] = []
+
+    def score(metrics: dict) -> tuple[dict, float]:
+        comps = components(metrics, refs.reference_metrics)
+        return comps, objective(comps, weights)
+
+    def epoch_end(phase: str, epoch: int, logs: dict, worth_evaluating: bool) -> None:
+        history.append({"phase": phase, "epoch": epoch + 1, "time_s": clock.elapsed, **logs})
+        if not (worth_evaluating and on_report):
+            return
+        with clock.paused():
+            was_training = model.training
+            metrics = evaluate(model, data, runtime, exp.eval.batch_size, exp.eval.mia_seed, full_retain=False)
+            metrics["time_s"] = clock.elapsed
+            comps, value = score(metrics)
+            on_report(EpochReport(phase, epoch + 1, logs, metrics, comps, value))
+            model.train(was_training)
+
+    def new_model() -> nn.Module:
+        return runtime.prepare(build_model(exp.model, data.num_classes, data.in_channels))
+
+    ctx = Context(runtime, exp.train.batch_size, exp.eval.batch_size, exp.train, new_model, epoch_end)
+    view = UnlearnData(data.retain, data.forget, data.train, data.num_classes)
+    seed_everything(seed)
+    clock.start()
+    stats = method.unlearn(model, view, dict(hparams), ctx)
+    time_s = clock.stop()
+    metrics = evaluate(model, data, runtime, exp.eval.batch_size, exp.eval.mia_seed)
+    metrics["time_s"] = time_s
+    comps, value = score(metrics)
+    return RunResult(method.name, exp.name, dict(hparams), metrics, dict(refs.reference_metrics),
+                     dict(refs.original_metrics), value, comps, stats or {}, history, runtime.describe(), model)

@@ -1,0 +1,198 @@
+"""The original model (trained on all of D) and the retrained reference (same recipe on D_r),
+trained once and cached, with their evaluations.
+
+Cache layout, under the cache directory (`--cache-dir`, $TUNE_UNLEARN_CACHE, or
+~/.cache/tune_unlearn):
+
+    <experiment>/original-<key>.pt   state dict + meta; key: data fingerprint, model, recipe
+    <experiment>/retrain-<key>.pt    state dict + meta + the forget set's indices; key adds the
+                                     forget rule, so the original is shared across forget seeds
+    <experiment>/eval-<key>.json     metrics of a model on a split, under the current attack
+
+Every file is written to a temporary name and renamed into place, so a killed run never leaves
+a half-written entry; checkpoints are read with `weights_only=True`. An unreadable entry is
+reported and rebuilt. Trials never train: they call `prepare` with `allow_training=False`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .data import ExperimentData
+from .experiment import Experiment
+from .metrics import evaluate
+from .models import build_model, load_state_checked, read_checkpoint
+from .runtime import Runtime, Stopwatch, seed_everything
+from .training import train_recipe
+
+CACHE_FORMAT = 1
+METRICS_VERSION = 1  # bump when metrics.evaluate changes meaning: cached evaluations are redone
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("TUNE_UNLEARN_CACHE", Path.home() / ".cache" / "tune_unlearn")).expanduser().resolve()
+
+
+def digest(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def file_digest(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary file in the same directory, then rename over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def log_stderr(message: str) -> None:
+    print(f"[tune_unlearn] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class References:
+    original_state: dict
+    retrain_state: dict
+    original_metrics: dict
+    reference_metrics: dict
+    status: dict = field(default_factory=dict)  # role -> "cached" | "trained" | "checkpoint"
+    paths: dict = field(default_factory=dict)  # role -> absolute path of its cache file
+
+
+class ReferenceCache:
+    def __init__(self, root: str | Path, log: Callable[[str], None] = log_stderr):
+        self.root = Path(root).expanduser().resolve()
+        self.log = log
+
+    def _model_key(self, exp: Experiment, data: ExperimentData, role: str, checkpoint: str | None) -> str:
+        payload = {"format": CACHE_FORMAT, "role": role, "data": data.fingerprint, "model": asdict(exp.model),
+                   "train": asdict(exp.train)}
+        if role == "retrain":
+            payload["forget"] = asdict(exp.forget)
+        else:
+            payload["checkpoint"] = checkpoint
+        return digest(payload)
+
+    def _load_entry(self, path: Path, expected_forget: torch.Tensor | None) -> dict | None:
+        if not path.exists():
+            return None
+        try:
+            entry = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(entry, dict) or not isinstance(entry.get("state_dict"), dict) or "meta" not in entry:
+                raise ValueError("not a tune_unlearn cache entry")
+            if expected_forget is not None and not torch.equal(entry["forget"], expected_forget):
+                raise ValueError("its forget set differs from the experiment's")
+            return entry
+        except Exception as exc:  # noqa: BLE001 - any unreadable entry is rebuilt
+            self.log(f"cache entry {path} is unusable ({type(exc).__name__}: {str(exc)[:120]}); rebuilding it")
+            return None
+
+    def _train(self, exp: Experiment, data: ExperimentData, runtime: Runtime, part, role: str) -> tuple[dict, dict]:
+        seed_everything(exp.train.seed)
+        model = runtime.prepare(build_model(exp.model, data.num_classes, data.in_channels))
+        self.log(f"training the {role} model: {exp.train.epochs} epochs on {len(part)} samples ({runtime.describe()})")
+        clock = Stopwatch(runtime).start()
+        every = max(1, exp.train.epochs // 5)
+
+        def progress(epoch: int, logs: dict) -> None:
+            if (epoch + 1) % every == 0 or epoch + 1 == exp.train.epochs:
+                self.log(f"  {role} epoch {epoch + 1}/{exp.train.epochs}: loss {logs['loss']:.4f}")
+
+        train_recipe(model, part, exp.train, runtime, on_epoch=progress)
+        seconds = clock.stop()
+        meta = {"role": role, "experiment": exp.name, "train_time_s": seconds, "device": runtime.describe(),
+                "host": socket.gethostname(), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "train_images_per_s": exp.train.epochs * len(part) / seconds}
+        state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        return state, meta
+
+    def model(self, exp: Experiment, data: ExperimentData, runtime: Runtime, role: str,
+              allow_training: bool, checkpoint: str | None = None) -> tuple[dict, dict, str, Path]:
+        """(state dict, meta, status, path) of the original or the retrained model."""
+        if role == "original" and checkpoint is not None:
+            path = Path(checkpoint).resolve()
+            state = read_checkpoint(path)
+            load_state_checked(build_model(exp.model, data.num_classes, data.in_channels), state, f"checkpoint {path}")
+            return state, {"role": role, "train_time_s": None, "checkpoint": str(path)}, "checkpoint", path
+        key = self._model_key(exp, data, role, None)
+        path = self.root / exp.name / f"{role}-{key}.pt"
+        forget = data.split.forget if role == "retrain" else None
+        entry = self._load_entry(path, forget)
+        if entry is not None:
+            self.log(f"cache hit: {role} model from {path}")
+            return entry["state_dict"], entry["meta"], "cached", path
+        if not allow_training:
+            raise RuntimeError(f"the {role} model is not in the cache ({path}); the driver prepares it before trials start")
+        state, meta = self._train(exp, data, runtime, data.retain if role == "retrain" else data.train, role)
+        payload = {"state_dict": state, "meta": meta}
+        if forget is not None:
+            payload["forget"] = forget.clone()
+        atomic_write(path, lambda tmp: torch.save(payload, tmp))
+        self.log(f"cached the {role} model in {path} ({meta['train_time_s']:.1f} s to train)")
+        return state, meta, "trained", path
+
+    def metrics(self, exp: Experiment, data: ExperimentData, runtime: Runtime, state: dict, model_id: str,
+                time_s: float | None) -> dict:
+        """Evaluation of a cached model on this split (cached too, keyed by model and split)."""
+        key = digest({"model": model_id, "forget": asdict(exp.forget), "eval": asdict(exp.eval),
+                      "metrics": METRICS_VERSION, "data": data.fingerprint})
+        path = self.root / exp.name / f"eval-{key}.json"
+        if path.exists():
+            try:
+                return json.loads(path.read_text())
+            except (OSError, ValueError):
+                self.log(f"cache entry {path} is unreadable; re-evaluating")
+        model = runtime.prepare(build_model(exp.model, data.num_classes, data.in_channels))
+        model.load_state_dict(state)
+        result = evaluate(model, data, runtime, exp.eval.batch_size, exp.eval.mia_seed)
+        result["time_s"] = time_s
+        atomic_write_text(path, json.dumps(result, indent=1))
+        return result
+
+
+def prepare_references(exp: Experiment, data: ExperimentData, runtime: Runtime, cache_dir: str | Path,
+                       original_checkpoint: str | None = None, allow_training: bool = True,
+                       log: Callable[[str], None] = log_stderr) -> References:
+    cache = ReferenceCache(cache_dir, log)
+    refs = References({}, {}, {}, {})
+    for role in ("original", "retrain"):
+        state, meta, status, path = cache.model(exp, data, runtime, role, allow_training, original_checkpoint)
+        # A rebuilt entry keeps its name but is a new model: its creation time is part of the id.
+        model_id = file_digest(path) if status == "checkpoint" else f"{path.name}@{meta.get('created')}"
+        metrics = cache.metrics(exp, data, runtime, state, model_id, meta.get("train_time_s"))
+        refs.status[role], refs.paths[role] = status, str(path)
+        if role == "original":
+            refs.original_state, refs.original_metrics = state, metrics
+        else:
+            refs.retrain_state, refs.reference_metrics = state, metrics
+    return refs

@@ -1,0 +1,79 @@
+"""The configuration of one run: method, experiment (+ overrides), hyperparameters, objective
+weights, seed. `run --config FILE` reads it; `search` and `export` write it (best_config.yaml),
+so the best trial of a search re-runs with `python -m tune_unlearn.run --config best_config.yaml`.
+
+File format (every key optional; unknown keys are an error):
+
+    method: selective
+    experiment: digits
+    experiment_overrides: {forget.fraction: 0.02}
+    hparams: {lam: 1.0e-6, decay: 0.1}
+    weights: {time: 0.05}
+    seed: 0
+    result: {...}      # what the search measured; informational, ignored by run
+
+A file holding none of these keys is read as a flat mapping of hyperparameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from .config import from_mapping, read_yaml
+from .errors import UserError
+from .experiment import Experiment, load_experiment
+from .methods import get_method, method_names
+from .methods.base import Method
+from .objective import Weights
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    method: str | None = None
+    experiment: str | None = None
+    experiment_overrides: dict = field(default_factory=dict)
+    hparams: dict = field(default_factory=dict)
+    weights: dict = field(default_factory=dict)
+    seed: int | None = None
+    result: dict = field(default_factory=dict)
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    data = read_yaml(path)
+    keys = {f.name for f in fields(RunConfig)}
+    if data and not keys & set(data):
+        data = {"hparams": data}
+    return from_mapping(RunConfig, data, Path(path).name)
+
+
+@dataclass
+class ResolvedRun:
+    experiment: Experiment
+    method: Method
+    hparams: dict
+    weights: Weights
+    seed: int
+
+
+def resolve_weights(values: dict | None, base: Weights | None = None) -> Weights:
+    merged = dict(vars(base or Weights()))
+    for name, value in (values or {}).items():
+        if name not in merged:
+            raise UserError(f"unknown objective weight {name!r}; allowed: {', '.join(merged)}")
+        merged[name] = float(value)
+    return Weights(**merged)
+
+
+def resolve_run(method: str, experiment: str, experiment_overrides: dict, *hparam_layers: dict,
+                weights: Weights | None = None, seed: int = 0) -> ResolvedRun:
+    """Load and validate everything a run needs, raising UserError before any work starts.
+    Hyperparameters: method defaults < experiment's method_defaults < each layer in order."""
+    method_obj = get_method(method)
+    exp = load_experiment(experiment, experiment_overrides)
+    unknown = [m for m in exp.method_defaults if m not in method_names()]
+    if unknown:
+        raise UserError(f"experiment {exp.name!r}: method_defaults names unknown method {unknown[0]!r}; "
+                        f"allowed: {', '.join(method_names())}")
+    hparams = method_obj.resolve(exp.method_defaults.get(method, {}), *hparam_layers)
+    return ResolvedRun(exp, method_obj, hparams, weights or Weights(), seed)

@@ -1,0 +1,113 @@
+"""Where and how tensors run: device choice, bf16 autocast, seeding, and a synchronised clock."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .errors import UserError, one_of
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    def autocast(self):
+        """bf16 autocast on CUDA (no loss scaling needed); plain fp32 on the CPU."""
+        if self.cuda:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        model = model.to(self.device)
+        if self.cuda:
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+
+    def describe(self) -> str:
+        if self.cuda:
+            return torch.cuda.get_device_name(self.device)
+        return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def make_runtime(device: str = "auto") -> Runtime:
+    """'auto' takes CUDA when visible (inside a Ray trial: the GPU Ray assigned)."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.split(":")[0] not in ("cpu", "cuda"):
+        raise one_of("device", device, ["auto", "cpu", "cuda", "cuda:N"])
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} asked for, but no CUDA device is visible")
+    if device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return Runtime(torch.device(device))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def limit_threads(cpus: float | int | None) -> None:
+    """Keep a trial's intra-op threads within the CPUs Ray gave it (oversubscription on a
+    shared machine costs far more than it gains)."""
+    if cpus:
+        torch.set_num_threads(max(1, int(cpus)))
+    elif "OMP_NUM_THREADS" in os.environ:
+        torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"])))
+
+
+class Stopwatch:
+    """Wall time of the unlearning procedure alone: synchronises the device at every start and
+    stop, and `paused()` excludes evaluation done in callbacks."""
+
+    def __init__(self, runtime: Runtime):
+        self._runtime = runtime
+        self._elapsed = 0.0
+        self._started: float | None = None
+
+    def start(self) -> "Stopwatch":
+        self._runtime.sync()
+        self._started = time.perf_counter()
+        return self
+
+    def stop(self) -> float:
+        if self._started is not None:
+            self._runtime.sync()
+            self._elapsed += time.perf_counter() - self._started
+            self._started = None
+        return self._elapsed
+
+    @property
+    def elapsed(self) -> float:
+        if self._started is None:
+            return self._elapsed
+        self._runtime.sync()
+        return self._elapsed + time.perf_counter() - self._started
+
+    @contextlib.contextmanager
+    def paused(self):
+        running = self._started is not None
+        self.stop()
+        try:
+            yield
+        finally:
+            if running:
+                self.start()

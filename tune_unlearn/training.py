@@ -1,0 +1,114 @@
+"""Training and inference loops shared by the references and the unlearning methods."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import Part, batch_count
+from .experiment import TrainSpec
+from .runtime import Runtime
+
+EpochCallback = Callable[[int, dict], None]  # (epoch index from 0, {"loss": ...})
+
+
+class Diverged(RuntimeError):
+    """The loss became NaN or infinite: the run cannot produce meaningful metrics."""
+
+
+def check_finite(value: float, what: str) -> float:
+    if not math.isfinite(value):
+        raise Diverged(f"{what} is {value}")
+    return value
+
+
+def sgd(params, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4, nesterov: bool = False) -> torch.optim.SGD:
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+
+
+def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int, eta_min: float = 0.0):
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps), eta_min=eta_min)
+
+
+def train_epochs(
+    model: nn.Module,
+    part: Part,
+    runtime: Runtime,
+    *,
+    epochs: int,
+    batch_size: int,
+    optimizer: torch.optim.Optimizer,
+    scheduler=None,
+    augment: bool = True,
+    label_smoothing: float = 0.0,
+    on_epoch: EpochCallback | None = None,
+    what: str = "training loss",
+    before_step: Callable[[], None] | None = None,
+) -> None:
+    """Cross-entropy training for `epochs` passes over `part`; the scheduler steps per batch.
+    The loss is synchronised once per epoch (not per step) and checked for divergence.
+    `before_step` runs between backward and the optimizer step (gradient surgery)."""
+    for epoch in range(epochs):
+        model.train()
+        total = torch.zeros((), device=runtime.device)
+        seen = 0
+        for x, y in part.batches(batch_size, shuffle=True, augment=augment):
+            with runtime.autocast():
+                loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if before_step is not None:
+                before_step()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            total += loss.detach().float() * len(y)
+            seen += len(y)
+        mean = check_finite(total.item() / max(seen, 1), f"{what} in epoch {epoch + 1}")
+        if on_epoch is not None:
+            on_epoch(epoch, {"loss": mean})
+
+
+def train_recipe(model: nn.Module, part: Part, recipe: TrainSpec, runtime: Runtime,
+                 on_epoch: EpochCallback | None = None) -> None:
+    """The reference recipe: SGD (Nesterov) with a one-cycle schedule peaking at `recipe.lr`."""
+    optimizer = sgd(model.parameters(), recipe.lr, recipe.momentum, recipe.weight_decay, recipe.nesterov)
+    steps = recipe.epochs * batch_count(len(part), recipe.batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=steps)
+    train_epochs(model, part, runtime, epochs=recipe.epochs, batch_size=recipe.batch_size, optimizer=optimizer,
+                 scheduler=scheduler, label_smoothing=recipe.label_smoothing, on_epoch=on_epoch)
+
+
+def finetune(model: nn.Module, part: Part, runtime: Runtime, *, epochs: int, lr: float, batch_size: int,
+             momentum: float = 0.9, weight_decay: float = 5e-4, on_epoch: EpochCallback | None = None,
+             before_step: Callable[[], None] | None = None, params=None) -> None:
+    """SGD with a cosine decay to zero over `epochs` passes over `part` (augmented)."""
+    if epochs <= 0:
+        return
+    optimizer = sgd(model.parameters() if params is None else params, lr, momentum, weight_decay)
+    scheduler = cosine_schedule(optimizer, epochs * batch_count(len(part), batch_size))
+    train_epochs(model, part, runtime, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
+                 scheduler=scheduler, on_epoch=on_epoch, what="fine-tuning loss", before_step=before_step)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, part: Part, runtime: Runtime, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float32 logits and labels of every sample of `part`, in order, in eval mode."""
+    model.eval()
+    logits, labels = [], []
+    for x, y in part.batches(batch_size):
+        with runtime.autocast():
+            out = model(x)
+        logits.append(out.float())
+        labels.append(y)
+    return torch.cat(logits), torch.cat(labels)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, part: Part, runtime: Runtime, batch_size: int) -> float:
+    logits, labels = predict(model, part, runtime, batch_size)
+    return 100.0 * (logits.argmax(1) == labels).float().mean().item()
