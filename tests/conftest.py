@@ -34,3 +34,15 @@ def session_cache(tmp_path_factory):
 def prepared(tiny_experiment, runtime, session_cache):
     """Data and cached references of the tiny experiment, shared by the whole session."""
     return prepare(tiny_experiment, runtime, session_cache, log=lambda message: None)
+
+
+@pytest.fixture(scope="session")
+def ray_address():
+    """One local Ray session for every test that runs Tune (ray.init costs seconds)."""
+    import logging
+
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()

@@ -121,9 +121,14 @@ class Method:
     # The integer hyperparameter counting the epochs reported with evaluate=True, i.e. the
     # budget ASHA schedules over; None when the method reports no per-epoch states.
     epochs_hparam: ClassVar[str | None] = None
+    # Pairs (a, b) that must satisfy a <= b in every run, and in every search space over them.
+    ordered: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     def check(self, hp: dict) -> None:
-        """Constraints between hyperparameters; raise UserError."""
+        """Constraints between hyperparameters; raise UserError. Subclasses extend it."""
+        for a, b in self.ordered:
+            if hp[a] > hp[b]:
+                raise UserError(f"hyperparameter {a} = {hp[a]!r} exceeds {b} = {hp[b]!r}; allowed: {a} <= {b}")
 
     def unlearn(self, model: nn.Module, data: UnlearnData, hp: dict, ctx: Context) -> dict:
         """Change `model` in place; return statistics worth reporting (numbers)."""

@@ -48,14 +48,12 @@ class SelectiveForgetting(Method):
         Float("ft_lr", 0.02, 1e-3, 0.1, log=True, min=0.0, searched=False, help="initial fine-tuning learning rate (cosine to 0)"),
     )
 
+    ordered = (("threshold", "x_init"),)  # every mask entry must start selected
+
     def check(self, hp: dict) -> None:
         if hp["threshold"] <= 0:
             raise UserError(f"hyperparameter threshold must be > 0, got {hp['threshold']!r}")
-        if hp["threshold"] > hp["x_init"]:
-            raise UserError(
-                f"hyperparameter threshold = {hp['threshold']!r} exceeds x_init = {hp['x_init']!r}; "
-                "allowed: threshold <= x_init (every mask entry must start selected)"
-            )
+        super().check(hp)
 
     def unlearn(self, model, data: UnlearnData, hp: dict, ctx: Context) -> dict:
         mask = learn_mask(

@@ -1,0 +1,288 @@
+"""Read a search's results and export them; works on finished and interrupted runs alike.
+
+    python -m tune_unlearn.export runs/<name> [--top 5] [--format yaml|json]
+
+Writes into the run directory:
+- results.csv: one row per trial (trial_id, status, error, hyperparameters, metrics, components,
+  objective, trial wall time);
+- best_config.yaml: the best finished trial as a run config (method, experiment, overrides, the
+  complete hyperparameters, weights, seed, and what it measured), so that
+  `python -m tune_unlearn.run --config runs/<name>/best_config.yaml` re-runs it;
+- pareto.csv (multi-objective searches): the finished trials no other trial dominates;
+- top<N>.yaml / top<N>.json: the N best configurations (with --top / --format).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .cli import main_guard
+from .config import write_yaml
+from .errors import UserError
+from .metrics import METRIC_KEYS
+from .objective import COMPONENT_MODES
+from .progress import error_reason
+from .references import atomic_write_text
+from .trainable import FINAL_RESULT
+
+SEARCH_FILE = "search.json"  # written by search.py: the search's settings and references
+
+
+@dataclass
+class TrialRecord:
+    trial_id: str
+    status: str  # TERMINATED (finished), EARLY_STOPPED (by ASHA), ERROR, RUNNING, PENDING
+    config: dict
+    result: dict  # the final report (or the last one, for trials that did not finish)
+    error: str = ""
+    path: str = ""
+    history: list = field(default_factory=list)  # every report, in order
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "TERMINATED"
+
+
+@dataclass
+class RunRecord:
+    run_dir: Path
+    search: dict
+    trials: list[TrialRecord]
+
+    @property
+    def params(self) -> list[str]:
+        return list(self.search["params"])
+
+    @property
+    def finished(self) -> list[TrialRecord]:
+        return [t for t in self.trials if t.finished]
+
+    @property
+    def interrupted(self) -> bool:
+        done = [t for t in self.trials if t.status in ("TERMINATED", "EARLY_STOPPED", "ERROR")]
+        return len(done) < self.search["num_samples"]
+
+    def ranked(self) -> list[TrialRecord]:
+        return sorted(self.finished, key=lambda t: -t.result["objective"])
+
+
+def _read_history(trial_dir: Path) -> list[dict]:
+    path = trial_dir / "result.json"
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:  # a line cut short by a kill
+            continue
+    return out
+
+
+def load_run(run_dir: str | Path) -> RunRecord:
+    """Trials of a search from Tune's experiment state, corrected by each trial's own files
+    (a trial with final_result.json finished, whatever the last saved state says)."""
+    from ray.tune import ExperimentAnalysis
+
+    run_dir = Path(run_dir).expanduser().resolve()
+    if not (run_dir / SEARCH_FILE).is_file():
+        raise UserError(f"{run_dir} is not a tune_unlearn search (no {SEARCH_FILE})")
+    search = json.loads((run_dir / SEARCH_FILE).read_text())
+    # Trials that never reported (pending at an interruption) are expected here, not warnings.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    try:
+        analysis = ExperimentAnalysis(str(run_dir))
+        tune_trials = analysis.trials
+    except (ValueError, FileNotFoundError):  # stopped before Tune saved any state
+        tune_trials = []
+    trials = []
+    for t in tune_trials:
+        trial_dir = Path(t.path) if t.path else run_dir
+        if not trial_dir.is_dir():  # the run directory was moved: find the trial by its id
+            matches = list(run_dir.glob(f"*{t.trial_id}*"))
+            trial_dir = matches[0] if matches else trial_dir
+        history = [r for r in _read_history(trial_dir) if "objective" in r]
+        final = trial_dir / FINAL_RESULT
+        status = t.status
+        if final.exists():  # Tune's copy of the final report also holds its own fields (iterations, times)
+            status = "TERMINATED"
+            result = history[-1] if history and history[-1].get("final") == 1 else json.loads(final.read_text())
+        else:
+            result = history[-1] if history else dict(t.last_result or {})
+            if status == "TERMINATED":  # ended by the scheduler before its final report
+                status = "EARLY_STOPPED"
+        error = ""
+        if status == "ERROR":
+            error_file = trial_dir / "error.txt"
+            error = error_reason(error_file.read_text() if error_file.exists() else None)
+        config = {k: v for k, v in t.config.items() if k in search["params"]}
+        trials.append(TrialRecord(t.trial_id, status, config, result, error, str(trial_dir), history))
+    return RunRecord(run_dir, search, trials)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _row(record: RunRecord, t: TrialRecord) -> dict:
+    row = {"trial_id": t.trial_id, "status": t.status, "error": t.error}
+    row.update({k: t.config.get(k) for k in record.params})
+    skip = {"phase", "final", "epoch", "done", "trial_id", "date", "hostname", "node_ip", "pid", "config",
+            "timestamp", "time_this_iter_s", "time_since_restore", "iterations_since_restore", "checkpoint_dir_name"}
+    row.update({k: t.result.get(k) for k in (*METRIC_KEYS, *COMPONENT_MODES, "objective")})
+    row["iterations"] = len(t.history) or t.result.get("training_iteration")
+    row.update({k: v for k, v in t.result.items() if k not in row and k not in skip and not k.startswith("train_")})
+    return row
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+
+
+def pareto_front(record: RunRecord) -> list[TrialRecord]:
+    """Finished trials not dominated on the search's objectives (all at least as good, one better)."""
+    objectives = record.search["objectives"]
+    signs = {name: (1.0 if mode == "max" else -1.0) for name, mode in objectives.items()}
+
+    def values(t):
+        return [signs[n] * t.result[n] for n in objectives]
+
+    front = []
+    for t in record.finished:
+        v = values(t)
+        dominated = any(
+            all(a >= b for a, b in zip(values(o), v)) and any(a > b for a, b in zip(values(o), v))
+            for o in record.finished if o is not t
+        )
+        if not dominated:
+            front.append(t)
+    return sorted(front, key=lambda t: -t.result["objective"])
+
+
+def run_config_of(record: RunRecord, t: TrialRecord) -> dict:
+    """A run config (see run_config.py) that re-runs trial `t` with `python -m tune_unlearn.run`."""
+    from .run_config import resolve_run
+
+    s = record.search
+    run = resolve_run(s["method"], s["experiment_config"]["name"], s["experiment_overrides"], s["fixed"], t.config)
+    return {
+        "method": s["method"],
+        "experiment": s["experiment_config"]["name"],
+        "experiment_overrides": s["experiment_overrides"],
+        "hparams": run.hparams,
+        "weights": s["weights"],
+        "seed": 0,
+        "result": {
+            "trial_id": t.trial_id, "run_dir": str(record.run_dir), "objective": t.result["objective"],
+            "metrics": {k: t.result.get(k) for k in METRIC_KEYS},
+            "components": {k: t.result[k] for k in COMPONENT_MODES if k in t.result},
+            "reference": s.get("reference"), "original": s.get("original_model"),
+        },
+    }
+
+
+def export_run(run_dir: str | Path, top: int = 5, fmt: str | None = None) -> RunRecord:
+    record = load_run(run_dir)
+    out = record.run_dir
+    write_csv(out / "results.csv", [_row(record, t) for t in record.trials])
+    ranked = record.ranked()
+    if ranked:
+        write_yaml(out / "best_config.yaml", run_config_of(record, ranked[0]))
+    if record.search.get("multi_objective") and ranked:
+        write_csv(out / "pareto.csv", [_row(record, t) for t in pareto_front(record)])
+    if fmt:
+        configs = [run_config_of(record, t) for t in ranked[:top]]
+        if fmt == "json":
+            atomic_write_text(out / f"top{top}.json", json.dumps(configs, indent=1, default=str) + "\n")
+        else:
+            write_yaml(out / f"top{top}.yaml", {"configs": configs})
+    return record
+
+
+# --------------------------------------------------------------------------- table
+
+
+def _fmt(value, digits=2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}" if abs(value) >= 1e-2 or value == 0 else f"{value:.2e}"
+    return str(value)
+
+
+def table(record: RunRecord, top: int = 5) -> str:
+    cols = ("retain_acc", "forget_acc", "test_acc", "mia", "time_s")
+    head = ["", "trial", "objective", "retain", "forget", "test", "MIA", "time s", *record.params]
+    rows = []
+    for i, t in enumerate(record.ranked()[:top], 1):
+        rows.append([str(i), t.trial_id, _fmt(t.result["objective"], 4), *(_fmt(t.result.get(c)) for c in cols),
+                     *(_fmt(t.config.get(p), 4) for p in record.params)])
+    for label, key in (("retrained", "reference"), ("original", "original_model")):
+        m = record.search.get(key) or {}
+        rows.append(["", label, "-", *(_fmt(m.get(c)) for c in cols), *("" for _ in record.params)])
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in [head, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def summary(record: RunRecord, run_dir: Path, top: int = 5, wall_s: float | None = None) -> str:
+    counts: dict[str, int] = {}
+    for t in record.trials:
+        counts[t.status] = counts.get(t.status, 0) + 1
+    lines = [f"\n{len(record.finished)} of {record.search['num_samples']} trials finished "
+             f"({', '.join(f'{v} {k.lower()}' for k, v in sorted(counts.items()))})"]
+    if wall_s:
+        lines[0] += f" in {wall_s:.0f} s: {3600 * len(record.finished) / wall_s:.0f} trials/hour"
+    timed = [t.result for t in record.finished if "trial_time_s" in t.result]
+    if timed:
+        overhead = [r["trial_time_s"] - r["time_s"] for r in timed]
+        trial_s = [r["trial_time_s"] for r in timed]
+        lines.append(f"mean trial {sum(trial_s) / len(trial_s):.2f} s, of which outside the unlearning "
+                     f"(data, evaluation, reporting) {sum(overhead) / len(overhead):.2f} s")
+    for t in record.trials:
+        if t.status == "ERROR":
+            lines.append(f"failed trial {t.trial_id}: {t.error}")
+    if record.ranked():
+        lines += ["", table(record, top), "", f"best config: {run_dir / 'best_config.yaml'}",
+                  f"re-run it:   python -m tune_unlearn.run --config {run_dir / 'best_config.yaml'}"]
+    lines.append(f"all trials:  {run_dir / 'results.csv'}")
+    if (run_dir / "pareto.csv").exists():
+        lines.append(f"pareto front: {run_dir / 'pareto.csv'}")
+    lines.append(f"tensorboard --logdir {run_dir}")
+    if record.interrupted:
+        lines.append(f"the search was interrupted; continue it with: python -m tune_unlearn.search "
+                     f"--storage-path {run_dir.parent} --name {run_dir.name} --resume")
+    return "\n".join(lines)
+
+
+@main_guard
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tune_unlearn.export", description=__doc__.split("\n\n")[0])
+    p.add_argument("run_dir", help="a search's directory, e.g. runs/default-digits-20261122-170323")
+    p.add_argument("--top", type=int, default=5, help="how many of the best configurations (default: 5)")
+    p.add_argument("--format", choices=["yaml", "json"], default="yaml", help="format of top<N> (default: yaml)")
+    args = p.parse_args(argv)
+    if args.top < 1:
+        raise UserError(f"--top must be >= 1, got {args.top}")
+    record = export_run(args.run_dir, args.top, args.format)
+    print(summary(record, record.run_dir, args.top))
+    print(f"top {args.top}: {record.run_dir / f'top{args.top}.{args.format}'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""One line per finished or failed trial while a search runs (beside Tune's status table).
+
+Kept out of search.py: Tune pickles callbacks into its experiment state, and classes defined
+in a `python -m` entry module would not unpickle on resume.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ray import tune
+
+SHOWN = ("test_acc", "forget_acc", "retain_acc", "mia", "time_s")
+
+
+def error_reason(text: str | None) -> str:
+    """The last exception line of a Tune error file, without the module path of its class."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    for line in reversed(lines):
+        head, sep, rest = line.partition(": ")
+        if sep and (head.endswith(("Error", "Failed", "Exception", "Interrupt")) or "." in head and " " not in head):
+            return f"{head.rsplit('.', 1)[-1]}: {rest}"
+    return lines[-1] if lines else "unknown error"
+
+
+def format_params(config: dict) -> str:
+    parts = []
+    for k, v in sorted(config.items()):
+        parts.append(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}")
+    return " ".join(parts)
+
+
+def trial_dirname(trial) -> str:
+    """Short trial directory names (TensorBoard shows them as run names)."""
+    return f"trial_{trial.trial_id}"
+
+
+def _ended(trials, trial) -> int:
+    """Trials ended so far, this one included (counted from Tune's list, so right after a resume)."""
+    return 1 + sum(t.status in ("TERMINATED", "ERROR") for t in trials if t is not trial)
+
+
+class TrialLines(tune.Callback):
+    def __init__(self, total: int):
+        self.total = total
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        r = trial.last_result or {}
+        if "objective" not in r:
+            return
+        shown = " ".join(f"{k} {r[k]:.2f}" for k in SHOWN if k in r)
+        stopped = "" if r.get("final") == 1 else " (stopped early)"
+        print(f"[{_ended(trials, trial)}/{self.total}] {trial.trial_id}{stopped}: objective {r['objective']:.4f} | "
+              f"{shown} | {format_params(trial.config)}", flush=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        path = Path(trial.error_file) if trial.error_file else None  # the driver's copy, written before this call
+        text = path.read_text() if path and path.exists() else None
+        print(f"[{_ended(trials, trial)}/{self.total}] {trial.trial_id} failed: {error_reason(text)}", flush=True)

@@ -1,0 +1,355 @@
+"""Hyperparameter search with Ray Tune and an Optuna (TPE) searcher.
+
+    python -m tune_unlearn.search --space default
+    python -m tune_unlearn.search --space default --experiment fmnist --num-samples 32
+    python -m tune_unlearn.search --method selective --multi-objective --scheduler asha
+    python -m tune_unlearn.search --name my-search --resume
+
+Validates the space, the experiment and every fixed value before Ray starts; trains (once,
+cached) the original and retrained references in a Ray task before any trial starts, so
+concurrent trials never race; runs the trials (several per GPU by default); then writes
+results.csv and best_config.yaml (and pareto.csv with --multi-objective) under runs/<name>/
+and prints the best trials beside the retrained reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .cli import add_experiment_args, experiment_overrides, main_guard, parse_weights
+from .config import from_mapping, to_plain
+from .errors import UserError
+from .experiment import Experiment
+from .export import SEARCH_FILE, export_run, summary
+from .methods import get_method
+from .objective import COMPONENT_MODES, Weights
+from .references import atomic_write_text, default_cache_dir
+from .run_config import resolve_run
+from .search_space import ParamSpec, SearchSpace, load_space, method_space
+
+# Save Tune's experiment state (trials, searcher history) at least this often (seconds), so a
+# killed driver loses little bookkeeping; finished trials are never re-run in any case.
+os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's classic status table: one line per trial
+
+
+@dataclass
+class Plan:
+    """Everything a search needs, validated. search.json holds it for resume and export."""
+
+    space: SearchSpace
+    experiment: Experiment
+    weights: Weights
+    num_samples: int
+    seed: int
+    scheduler: str
+    multi_objective: bool
+    cache_dir: str
+    original: str | None
+    cpus_per_trial: float
+    gpus_per_trial: float | None  # None: decided once Ray knows whether there are GPUs
+    run_dir: Path
+
+    @property
+    def method(self) -> str:
+        return self.space.method
+
+    def objectives(self) -> tuple[list[str], list[str]]:
+        """The metric(s) Optuna optimises and their modes."""
+        if not self.multi_objective:
+            return ["objective"], ["max"]
+        names = [c for c in COMPONENT_MODES if c != "leak_gap" or self.weights.leak > 0]
+        return names, [COMPONENT_MODES[c] for c in names]
+
+    def to_json(self) -> dict:
+        return {
+            "space": self.space.name, "method": self.method, "experiment": self.experiment.name,
+            "experiment_config": to_plain(self.experiment), "experiment_overrides": self.space.experiment_overrides,
+            "params": {k: to_plain(v) for k, v in self.space.params.items()}, "fixed": self.space.fixed,
+            "weights": asdict(self.weights), "num_samples": self.num_samples, "seed": self.seed,
+            "scheduler": self.scheduler, "multi_objective": self.multi_objective,
+            "objectives": dict(zip(*self.objectives())), "cache_dir": self.cache_dir, "original": self.original,
+            "cpus_per_trial": self.cpus_per_trial, "gpus_per_trial": self.gpus_per_trial,
+        }
+
+    @classmethod
+    def from_json(cls, saved: dict, run_dir: Path) -> "Plan":
+        weights = Weights(**saved["weights"])
+        params = {k: ParamSpec(v["type"], v["low"], v["high"], tuple(v["values"])) for k, v in saved["params"].items()}
+        space = SearchSpace(saved["space"], saved["method"], saved["experiment"], "", saved["experiment_overrides"],
+                            saved["num_samples"], weights, params, saved["fixed"])
+        exp = from_mapping(Experiment, saved["experiment_config"], f"{run_dir / SEARCH_FILE}: experiment_config")
+        return cls(space, exp, weights, saved["num_samples"], saved["seed"], saved["scheduler"],
+                   saved["multi_objective"], saved["cache_dir"], saved["original"], saved["cpus_per_trial"],
+                   saved["gpus_per_trial"], run_dir)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tune_unlearn.search", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--space", help="search space: a name in search_spaces/ or a YAML path "
+                                   "(default: 'default', or the --method's own space)")
+    p.add_argument("--method", help="search this registered method (its own space unless --space is given)")
+    p.add_argument("--num-samples", type=int, help="number of trials (default: the space's num_samples)")
+    p.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as the resources allow)")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default: 1)")
+    p.add_argument("--gpus-per-trial", type=float,
+                   help="GPU share per trial, e.g. 0.25 = four trials per GPU (default: 0.25 with GPUs, else 0)")
+    p.add_argument("--scheduler", choices=["fifo", "asha"], default="fifo",
+                   help="fifo runs every trial to the end; asha stops weak trials early over evaluated epochs")
+    p.add_argument("--multi-objective", action="store_true",
+                   help="Optuna optimises the objective's components (a Pareto front) instead of their weighted sum")
+    p.add_argument("--seed", type=int, default=0, help="seed of the Optuna sampler (default: 0)")
+    p.add_argument("--weight", action="append", default=[], metavar="NAME=VALUE", help="override an objective weight")
+    p.add_argument("--storage-path", default="runs", help="where runs live (default: ./runs; shared storage on a cluster)")
+    p.add_argument("--name", help="run name (default: <space>-<experiment>-<time>); an existing run of that name resumes")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted search --name (default: the latest)")
+    p.add_argument("--address", help="join a running Ray cluster ('auto', or the head's host:port)")
+    p.add_argument("--dashboard", action="store_true", help="start the Ray dashboard (needs the 'dashboard' extra)")
+    p.add_argument("--top", type=int, default=5, help="rows of the final table (default: 5)")
+    add_experiment_args(p, default_experiment=None)
+    return p
+
+
+def choose_space(args: argparse.Namespace) -> SearchSpace:
+    if args.method:
+        get_method(args.method)  # an unknown name is the first thing to say
+    if args.space:
+        space = load_space(args.space)
+        if args.method and args.method != space.method:
+            raise UserError(f"space {space.name!r} is for method {space.method!r}, not {args.method!r}; "
+                            f"drop --space to search {args.method!r} in its own space")
+        return space
+    return method_space(args.method) if args.method else load_space("default")
+
+
+def check_resources(args: argparse.Namespace) -> None:
+    if args.num_samples is not None and args.num_samples < 1:
+        raise UserError(f"--num-samples must be >= 1, got {args.num_samples}")
+    if args.gpus_per_trial is not None and args.gpus_per_trial < 0:
+        raise UserError(f"--gpus-per-trial must be >= 0, got {args.gpus_per_trial}")
+    if args.gpus_per_trial is not None and args.gpus_per_trial > 1 and args.gpus_per_trial != int(args.gpus_per_trial):
+        raise UserError(f"--gpus-per-trial above 1 must be a whole number, got {args.gpus_per_trial}")
+    if args.cpus_per_trial <= 0:
+        raise UserError(f"--cpus-per-trial must be > 0, got {args.cpus_per_trial}")
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        raise UserError(f"--max-concurrent must be >= 1, got {args.max_concurrent}")
+    if args.top < 1:
+        raise UserError(f"--top must be >= 1, got {args.top}")
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    space = choose_space(args)
+    overrides = {**space.experiment_overrides, **experiment_overrides(args)}
+    run = resolve_run(space.method, args.experiment or space.experiment, overrides, space.fixed)
+    if args.scheduler == "asha" and run.method.epochs_hparam is None:
+        raise UserError(f"method {space.method!r} reports no per-epoch states, so ASHA has nothing to stop "
+                        "early; use --scheduler fifo")
+    space = SearchSpace(space.name, space.method, run.experiment.name, space.description, overrides,
+                        space.num_samples, space.weights, space.params, space.fixed)
+    name = args.name or f"{space.name}-{run.experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = Path(args.storage_path).expanduser().resolve() / name
+    return Plan(space, run.experiment, parse_weights(args.weight, space.weights), args.num_samples or space.num_samples,
+                args.seed, args.scheduler, args.multi_objective,
+                str(Path(args.cache_dir).expanduser().resolve()) if args.cache_dir else str(default_cache_dir()),
+                str(Path(args.original).resolve()) if args.original else None,
+                args.cpus_per_trial, args.gpus_per_trial, run_dir)
+
+
+def existing_run(args: argparse.Namespace) -> Path | None:
+    """The run directory to resume: --name's if it holds a search, the latest with a bare
+    --resume; None for a new search."""
+    storage = Path(args.storage_path).expanduser().resolve()
+    if args.name:
+        run_dir = storage / args.name
+    elif args.resume:
+        candidates = sorted(storage.glob(f"*/{SEARCH_FILE}"), key=lambda p: p.stat().st_mtime)
+        if not candidates:
+            raise UserError(f"--resume: no search to resume in {storage}")
+        run_dir = candidates[-1].parent
+    else:
+        return None
+    if not (run_dir / SEARCH_FILE).is_file():
+        if args.resume:
+            raise UserError(f"--resume: there is no search at {run_dir}")
+        return None
+    return run_dir
+
+
+def start_ray(args: argparse.Namespace) -> dict:
+    import ray
+
+    if args.dashboard:
+        import importlib.util
+
+        if importlib.util.find_spec("aiohttp") is None or importlib.util.find_spec("ray.dashboard") is None:
+            raise UserError("--dashboard needs the dashboard extra: pip install -e '.[dashboard]'")
+    kwargs = {"logging_level": logging.WARNING, "log_to_driver": True, "ignore_reinit_error": True}
+    if args.address:
+        # Ship this package to the cluster's workers, so every node runs the driver's code.
+        import tune_unlearn
+
+        kwargs["runtime_env"] = {"py_modules": [str(Path(tune_unlearn.__file__).parent)]}
+    else:  # a running cluster was started with its own dashboard settings
+        kwargs["include_dashboard"] = args.dashboard
+        if args.dashboard:
+            kwargs["dashboard_host"] = "127.0.0.1"
+    context = ray.init(address=args.address, **kwargs)
+    info = {"resources": ray.cluster_resources(), "dashboard": getattr(context, "dashboard_url", None)}
+    if args.dashboard and info["dashboard"]:
+        print(f"Ray dashboard: http://{info['dashboard']}  (if it asks for a token: ray get-auth-token)", flush=True)
+    return info
+
+
+def prepare_references(plan: Plan, resources: dict, download: bool) -> dict:
+    """Train or load the references in a Ray task (on a GPU when the cluster has one) that exits
+    afterwards, so its memory is free before the trials start."""
+    import ray
+
+    from .pipeline import prepare
+    from .runtime import limit_threads, make_runtime
+
+    gpus = 1 if resources.get("GPU", 0) >= 1 else 0
+    cpus = max(1, min(int(resources.get("CPU", 1)), 8))
+
+    @ray.remote(num_cpus=cpus, num_gpus=gpus, max_calls=1)
+    def prepare_task(exp, cache_dir, original, download):
+        limit_threads(cpus)
+        runtime = make_runtime("auto")
+        prepared = prepare(exp, runtime, cache_dir, original, download)
+        refs, data = prepared.refs, prepared.data
+        return {"reference": refs.reference_metrics, "original": refs.original_metrics, "status": refs.status,
+                "paths": refs.paths, "device": runtime.describe(),
+                "sizes": {"train": len(data.train), "retain": len(data.retain), "forget": len(data.forget),
+                          "test": len(data.test)}}
+
+    try:
+        return ray.get(prepare_task.remote(plan.experiment, plan.cache_dir, plan.original, download))
+    except ray.exceptions.RayTaskError as exc:
+        if isinstance(exc.cause, UserError):
+            raise exc.cause from None
+        raise
+
+
+def make_trainable(plan: Plan, gpus: float):
+    from ray import tune
+
+    from .trainable import TrialJob, unlearning_trial
+
+    job = TrialJob(plan.experiment, plan.method, plan.space.fixed, plan.weights, plan.cache_dir, plan.original,
+                   seed=0, cpus=plan.cpus_per_trial)
+    return tune.with_resources(tune.with_parameters(unlearning_trial, job=job),
+                               {"cpu": plan.cpus_per_trial, "gpu": gpus})
+
+
+def make_tuner(plan: Plan, trainable, max_concurrent: int):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from .progress import TrialLines, trial_dirname
+
+    metrics, modes = plan.objectives()
+    single = not plan.multi_objective
+    searcher = OptunaSearch(metric=metrics[0] if single else metrics, mode=modes[0] if single else modes, seed=plan.seed)
+    if plan.scheduler == "asha":
+        method = get_method(plan.method)
+        epochs = plan.space.max_value(method.epochs_hparam, method)
+        # One report per evaluated epoch plus the final one: the budget is epochs + 1 iterations.
+        scheduler = ASHAScheduler(time_attr="training_iteration", metric="objective", mode="max",
+                                  max_t=int(epochs) + 1, grace_period=1, reduction_factor=2)
+    else:
+        scheduler = FIFOScheduler()
+    tune_config = tune.TuneConfig(
+        search_alg=searcher, scheduler=scheduler, num_samples=plan.num_samples,
+        max_concurrent_trials=max_concurrent,
+        metric="objective" if single else None, mode="max" if single else None,
+        trial_dirname_creator=trial_dirname,
+    )
+    reporter = tune.CLIReporter(
+        metric_columns={"objective": "objective", "test_acc": "test", "forget_acc": "forget", "mia": "MIA",
+                        "time_s": "time s", "training_iteration": "reports"},
+        parameter_columns=list(plan.space.params), max_report_frequency=30, max_progress_rows=12,
+        sort_by_metric=True,
+        # single-objective searches pass metric/mode through TuneConfig; the reporter must not repeat them
+        **({} if single else {"metric": "objective", "mode": "max"}),
+    )
+    run_config = tune.RunConfig(
+        name=plan.run_dir.name, storage_path=str(plan.run_dir.parent),
+        # A failed trial (diverged, out of memory) is not retried: it would fail the same way.
+        failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+        callbacks=[TrialLines(plan.num_samples)], progress_reporter=reporter, verbose=1,
+    )
+    return tune.Tuner(trainable, param_space=plan.space.tune_space(), tune_config=tune_config, run_config=run_config)
+
+
+def concurrency(resources: dict, cpus: float, gpus: float, requested: int | None) -> int:
+    limit = math.floor(resources.get("CPU", 1) / cpus)
+    if gpus > 0:
+        limit = min(limit, math.floor(resources.get("GPU", 0) / gpus + 1e-9))
+    if limit < 1:
+        raise UserError(f"one trial needs {cpus:g} CPUs and {gpus:g} GPUs; the cluster has "
+                        f"{resources.get('CPU', 0):g} CPUs and {resources.get('GPU', 0):g} GPUs")
+    return min(requested, limit) if requested else limit
+
+
+@main_guard
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    check_resources(args)
+    run_dir = existing_run(args)
+    resuming = run_dir is not None
+    if resuming:
+        plan = Plan.from_json(json.loads((run_dir / SEARCH_FILE).read_text()), run_dir)
+        print(f"resuming {run_dir}", flush=True)
+    else:
+        plan = make_plan(args)
+        if not args.address:  # the data must be where the experiment says, before Ray starts
+            from .data import load_data
+
+            load_data(plan.experiment, "cpu", args.download)
+    info = start_ray(args)
+    resources = info["resources"]
+    gpus = plan.gpus_per_trial
+    if gpus is None:
+        gpus = 0.25 if resources.get("GPU", 0) > 0 else 0.0
+    if gpus > 0 and resources.get("GPU", 0) == 0:
+        raise UserError(f"--gpus-per-trial {gpus:g} asked for, but the Ray cluster has no GPU")
+    plan.gpus_per_trial = gpus
+    max_concurrent = concurrency(resources, plan.cpus_per_trial, gpus, args.max_concurrent)
+    refs = prepare_references(plan, resources, args.download)
+    saved = {**plan.to_json(), "reference": refs["reference"], "original_model": refs["original"],
+             "reference_status": refs["status"], "reference_paths": refs["paths"], "prepared_on": refs["device"],
+             "sizes": refs["sizes"], "max_concurrent": max_concurrent,
+             "created": time.strftime("%Y-%m-%d %H:%M:%S"), "command": sys.argv}
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    if not resuming:
+        atomic_write_text(plan.run_dir / SEARCH_FILE, json.dumps(saved, indent=1, default=str))
+    print(f"searching {plan.method} on {plan.experiment.name}: {plan.num_samples} trials, {max_concurrent} at a time, "
+          f"{plan.cpus_per_trial:g} CPU + {gpus:g} GPU each; results in {plan.run_dir}", flush=True)
+    print(f"watch it: tensorboard --logdir {plan.run_dir}", flush=True)
+    from ray.tune import Tuner
+
+    trainable = make_trainable(plan, gpus)
+    if resuming and Tuner.can_restore(str(plan.run_dir)):
+        tuner = Tuner.restore(str(plan.run_dir), trainable, resume_unfinished=True, resume_errored=False,
+                              restart_errored=False)
+    else:
+        tuner = make_tuner(plan, trainable, max_concurrent)
+    start = time.time()
+    tuner.fit()
+    record = export_run(plan.run_dir, top=args.top)
+    print(summary(record, plan.run_dir, top=args.top, wall_s=time.time() - start), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""Search spaces: YAML files in `search_spaces/`, validated completely before Ray starts.
+
+    description: what this space is for
+    method: selective              # a registered method
+    experiment: digits             # the experiment it applies to by default (--experiment overrides)
+    experiment_overrides: {}       # e.g. {forget.fraction: 0.02}
+    num_samples: 16                # trials (--num-samples overrides)
+    objective:                     # weights of the composite objective (see objective.py)
+      {test: 1.0, forget: 1.0, mia: 0.5, time: 0.05, leak: 0.0}
+    params:                        # searched hyperparameters
+      lam:         {type: loguniform, low: 1.0e-9, high: 1.0e-3}
+      decay:       {type: uniform, low: 0.0, high: 0.9}
+      ft_epochs:   {type: int, low: 0, high: 4}          # bounds inclusive
+      mask_epochs: {type: logint, low: 5, high: 100}
+      layer_scope: {type: choice, values: [layer4, layer3+layer4, all, fc]}
+    fixed:                         # everything else not at the method's default
+      mask_lr: 5.0e-4
+
+Rejected with a message listing what is allowed: unknown keys, parameter names the method does
+not have, empty or inverted ranges, log ranges touching zero, values outside the method's
+bounds, and ranges that let an ordered pair (threshold <= x_init) be violated.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import from_mapping, read_yaml
+from .errors import UserError, one_of
+from .experiment import REPO_ROOT
+from .methods import get_method
+from .methods.base import HParam, Method
+from .objective import Weights
+
+PARAM_TYPES = ("uniform", "loguniform", "int", "logint", "choice")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    type: str
+    low: float | None = None
+    high: float | None = None
+    values: tuple[Any, ...] = ()
+
+    def bounds(self) -> tuple[Any, Any]:
+        """Smallest and largest value this parameter can take (choices: min/max if ordered)."""
+        if self.type == "choice":
+            return min(self.values), max(self.values)
+        return self.low, self.high
+
+
+@dataclass(frozen=True)
+class SpaceFile:
+    method: str
+    experiment: str = "digits"
+    description: str = ""
+    experiment_overrides: dict = field(default_factory=dict)
+    num_samples: int = 16
+    objective: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
+    fixed: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    name: str
+    method: str
+    experiment: str
+    description: str
+    experiment_overrides: dict
+    num_samples: int
+    weights: Weights
+    params: dict[str, ParamSpec]
+    fixed: dict[str, Any]  # typed values, only those not at the method's default
+
+    def tune_space(self) -> dict:
+        """The searched parameters as Ray Tune domains (OptunaSearch converts them)."""
+        from ray import tune
+
+        out = {}
+        for name, p in self.params.items():
+            if p.type == "uniform":
+                out[name] = tune.uniform(p.low, p.high)
+            elif p.type == "loguniform":
+                out[name] = tune.loguniform(p.low, p.high)
+            elif p.type == "int":
+                out[name] = tune.randint(int(p.low), int(p.high) + 1)  # Tune's upper bound is exclusive
+            elif p.type == "logint":
+                out[name] = tune.lograndint(int(p.low), int(p.high) + 1)
+            else:
+                out[name] = tune.choice(list(p.values))
+        return out
+
+    def max_value(self, name: str, method: Method) -> Any:
+        """The largest value `name` can take in this space (searched, fixed or default)."""
+        if name in self.params:
+            return self.params[name].bounds()[1]
+        return self.fixed.get(name, method.hparam(name).default)
+
+
+def space_dirs() -> list[Path]:
+    dirs = [Path.cwd() / "search_spaces", REPO_ROOT / "search_spaces"]
+    if os.environ.get("TUNE_UNLEARN_SPACES"):
+        dirs.insert(0, Path(os.environ["TUNE_UNLEARN_SPACES"]))
+    return dirs
+
+
+def available_spaces() -> list[str]:
+    return sorted({p.stem for d in space_dirs() for p in d.glob("*.yaml")})
+
+
+def find_space_file(name_or_path: str) -> Path | None:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or os.sep in name_or_path:
+        if not path.is_file():
+            raise UserError(f"no such search-space file: {name_or_path}")
+        return path.resolve()
+    for d in space_dirs():
+        if (d / f"{name_or_path}.yaml").is_file():
+            return (d / f"{name_or_path}.yaml").resolve()
+    return None
+
+
+def load_space(name_or_path: str) -> SearchSpace:
+    path = find_space_file(name_or_path)
+    if path is None:
+        raise one_of("search space", name_or_path, available_spaces())
+    raw = from_mapping(SpaceFile, read_yaml(path), path.name)
+    return validate_space(raw, path.stem, path.name)
+
+
+def method_space(method_name: str) -> SearchSpace:
+    """A method's own space: `search_spaces/<method>.yaml` if there is one, else the ranges
+    the method declares (searched ones searched, the rest at their defaults)."""
+    if find_space_file(method_name) is not None:
+        return load_space(method_name)
+    method = get_method(method_name)
+    params = {}
+    for h in method.hparams:
+        if h.searched:
+            params[h.name] = _declared_spec(h)
+    return validate_space(SpaceFile(method=method_name, params=params), method_name, f"method {method_name}")
+
+
+def _declared_spec(h: HParam) -> dict:
+    if h.kind == "choice":
+        return {"type": "choice", "values": list(h.choices)}
+    if h.kind == "bool":
+        return {"type": "choice", "values": [False, True]}
+    kind = ("log" if h.log else "") + ("int" if h.kind == "int" else "uniform")
+    return {"type": kind, "low": h.low, "high": h.high}
+
+
+def validate_space(raw: SpaceFile, name: str, where: str) -> SearchSpace:
+    method = get_method(raw.method)
+    allowed = ", ".join(h.name for h in method.hparams)
+    if raw.num_samples < 1:
+        raise UserError(f"{where}: num_samples must be >= 1, got {raw.num_samples}")
+    params: dict[str, ParamSpec] = {}
+    for pname, spec in raw.params.items():
+        if pname not in {h.name for h in method.hparams}:
+            raise UserError(f"{where}: method {method.name!r} has no hyperparameter {pname!r}; allowed: {allowed}")
+        params[pname] = _check_param(method.hparam(pname), from_mapping(ParamSpec, spec, f"{where}: params.{pname}"),
+                                     f"{where}: params.{pname}")
+    fixed = {}
+    for pname, value in raw.fixed.items():
+        if pname not in {h.name for h in method.hparams}:
+            raise UserError(f"{where}: method {method.name!r} has no hyperparameter {pname!r}; allowed: {allowed}")
+        if pname in params:
+            raise UserError(f"{where}: {pname!r} is both searched (params) and fixed")
+        try:
+            fixed[pname] = method.hparam(pname).coerce(value)
+        except UserError as exc:
+            raise UserError(f"{where}: fixed: {exc}") from None
+    weights = Weights(**{**vars(Weights()), **_check_weights(raw.objective, where)})
+    space = SearchSpace(name, method.name, raw.experiment, raw.description, dict(raw.experiment_overrides),
+                        raw.num_samples, weights, params, fixed)
+    for a, b in method.ordered:
+        a_max = space.max_value(a, method)
+        b_min = space.params[b].bounds()[0] if b in space.params else space.fixed.get(b, method.hparam(b).default)
+        if a_max > b_min:
+            raise UserError(f"{where}: {a} can reach {a_max:g} but {b} can be as low as {b_min:g}; "
+                            f"the ranges must keep {a} <= {b}")
+    # The fixed values and each range's ends must pass the method's own checks.
+    method.resolve(fixed, {p: spec.bounds()[0] for p, spec in params.items()})
+    return space
+
+
+def _check_weights(objective: dict, where: str) -> dict:
+    names = Weights.names()
+    out = {}
+    for key, value in objective.items():
+        if key not in names:
+            raise UserError(f"{where}: objective: unknown weight {key!r}; allowed: {', '.join(names)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{where}: objective weight {key} must be a number, got {value!r}")
+        out[key] = float(value)
+    return out
+
+
+def _check_param(h: HParam, p: ParamSpec, where: str) -> ParamSpec:
+    if p.type not in PARAM_TYPES:
+        raise one_of(f"type in {where}:", p.type, PARAM_TYPES)
+    if p.type == "choice":
+        if not p.values:
+            raise UserError(f"{where}: a choice needs at least one value")
+        if p.low is not None or p.high is not None:
+            raise UserError(f"{where}: a choice takes 'values', not low/high")
+        return ParamSpec("choice", values=tuple(_coerce(h, v, where) for v in p.values))
+    if h.kind not in ("float", "int"):
+        raise UserError(f"{where}: {h.name} is a {h.kind} hyperparameter; use type: choice")
+    if p.values:
+        raise UserError(f"{where}: type {p.type} takes low/high, not values")
+    if p.low is None or p.high is None:
+        raise UserError(f"{where}: type {p.type} needs both low and high")
+    if p.type in ("int", "logint") and h.kind != "int":
+        raise UserError(f"{where}: {h.name} is not an integer hyperparameter; use uniform or loguniform")
+    if p.type in ("uniform", "loguniform") and h.kind == "int":
+        raise UserError(f"{where}: {h.name} is an integer hyperparameter; use int or logint")
+    low, high = _coerce(h, p.low, where), _coerce(h, p.high, where)
+    if not low < high:
+        raise UserError(f"{where}: empty or inverted range [{low}, {high}]; low must be below high")
+    if p.type.startswith("log") and low <= 0:
+        raise UserError(f"{where}: a log range must stay above zero, got low = {low}")
+    return ParamSpec(p.type, low, high)
+
+
+def _coerce(h: HParam, value: Any, where: str) -> Any:
+    try:
+        return h.coerce(value)
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}") from None

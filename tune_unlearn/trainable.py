@@ -1,0 +1,106 @@
+"""The Ray Tune trainable: one trial = one complete unlearning run from the cached references.
+The only module that calls `tune.report`.
+
+Every report holds a finite `objective` and all its components (Tune checks the metrics the
+searcher and scheduler name on every report): one report per evaluated epoch of the method
+(fine-tuning epochs for `selective`, the budget ASHA schedules over), then a final report with
+the full evaluation and the method's statistics.
+
+A trial that diverges or runs out of GPU memory raises `TrialFailed` with the reason: Tune
+marks it errored, the searcher records a failed trial, and the search goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from ray import tune
+
+from .experiment import Experiment
+from .methods import get_method
+from .objective import Weights
+from .pipeline import EpochReport, Prepared, RunResult, prepare, run_method
+from .references import atomic_write_text
+from .runtime import limit_threads, make_runtime
+from .training import Diverged
+
+FINAL_RESULT = "final_result.json"  # in the trial directory: a finished trial is never re-run
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    """What every trial of a search shares (passed once through the object store)."""
+
+    experiment: Experiment  # overrides applied, paths absolute
+    method: str
+    fixed: dict  # hyperparameters fixed for every trial
+    weights: Weights
+    cache_dir: str  # absolute
+    original: str | None
+    seed: int
+    cpus: float
+
+
+class TrialFailed(RuntimeError):
+    """The trial cannot produce metrics (diverged, out of memory); the message says why."""
+
+
+def report_of(metrics: dict, components: dict, objective: float, **extra) -> dict:
+    """A flat, numeric report: metrics, components, objective (None values left out)."""
+    out = {k: v for k, v in metrics.items() if v is not None}
+    out.update(components)
+    out["objective"] = objective
+    out.update(extra)
+    return out
+
+
+def epoch_report(r: EpochReport) -> dict:
+    return report_of(r.metrics, r.components, r.objective, phase=r.phase, epoch=r.epoch, final=0,
+                     **{f"train_{k}": v for k, v in r.logs.items() if isinstance(v, (int, float))})
+
+
+def final_report(result: RunResult) -> dict:
+    stats = {k: v for k, v in result.stats.items() if isinstance(v, (int, float))}
+    return report_of(result.metrics, result.components, result.objective, phase="final", final=1, **stats)
+
+
+# Per-process memo: Tune reuses trial actors, so data and references stay on the device.
+_PREPARED: dict[tuple, Prepared] = {}
+
+
+def _prepared(job: TrialJob) -> Prepared:
+    key = (repr(job.experiment), job.cache_dir, job.original)
+    if key not in _PREPARED:
+        _PREPARED.clear()
+        _PREPARED[key] = prepare(job.experiment, make_runtime("auto"), job.cache_dir, job.original,
+                                 allow_training=False, log=lambda message: None)
+    return _PREPARED[key]
+
+
+def unlearning_trial(config: dict, job: TrialJob) -> None:
+    started = time.perf_counter()
+    done = Path(tune.get_context().get_trial_dir()) / FINAL_RESULT
+    if done.exists():  # finished before the search was interrupted: report it again, do not re-run
+        tune.report(json.loads(done.read_text()))
+        return
+    limit_threads(job.cpus)
+    prepared = _prepared(job)
+    method = get_method(job.method)
+    hparams = method.resolve(job.experiment.method_defaults.get(job.method, {}), job.fixed, config)
+    try:
+        result = run_method(prepared, method, hparams, job.weights, job.seed,
+                            on_report=lambda r: tune.report(epoch_report(r)))
+    except Diverged as exc:
+        raise TrialFailed(f"diverged: {exc}") from None
+    except torch.cuda.OutOfMemoryError as exc:
+        _PREPARED.clear()
+        torch.cuda.empty_cache()
+        raise TrialFailed(f"out of GPU memory: {str(exc).splitlines()[0]}") from None
+    final = final_report(result)
+    final["trial_time_s"] = time.perf_counter() - started  # the whole trial: data, unlearning, evaluation
+    atomic_write_text(done, json.dumps(final))
+    tune.report(final)
