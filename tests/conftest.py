@@ -3,7 +3,10 @@ real references in a second or two on a CPU."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from tune_unlearn.experiment import load_experiment
 from tune_unlearn.pipeline import prepare
@@ -46,3 +49,43 @@ def ray_address():
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
+
+
+def space_file(tmp_path, name="tiny", **extra):
+    data = {
+        "method": "selective", "experiment": "digits", "num_samples": 3,
+        "params": {"lam": {"type": "loguniform", "low": 1e-8, "high": 1e-4},
+                   "decay": {"type": "uniform", "low": 0.0, "high": 0.9},
+                   "ft_epochs": {"type": "int", "low": 1, "high": 2}},
+        "fixed": {"mask_epochs": 2},
+    }
+    data.update(extra)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def search_args(tmp_path, cache, name, *more):
+    return ["--storage-path", str(tmp_path / "runs"), "--name", name, "--cache-dir", str(cache), *TINY_ARGS, *more]
+
+
+@pytest.fixture(scope="session")
+def finished_search(ray_address, tmp_path_factory, session_cache):
+    """A finished three-trial search of the selective method on the tiny experiment."""
+    from tune_unlearn import search
+
+    tmp = tmp_path_factory.mktemp("search")
+    assert search.main(["--space", space_file(tmp), *search_args(tmp, session_cache, "fifo")]) == 0
+    return tmp / "runs" / "fifo"
+
+
+@pytest.fixture(scope="session")
+def multi_objective_search(ray_address, tmp_path_factory, session_cache):
+    """A finished four-trial multi-objective search with ASHA."""
+    from tune_unlearn import search
+
+    tmp = tmp_path_factory.mktemp("mo")
+    args = ["--space", space_file(tmp, num_samples=4), "--multi-objective", "--scheduler", "asha",
+            *search_args(tmp, session_cache, "mo")]
+    assert search.main(args) == 0
+    return tmp / "runs" / "mo"

@@ -14,31 +14,13 @@ import pytest
 import torch
 import yaml
 
-from conftest import TINY_ARGS
+from conftest import TINY_ARGS, search_args, space_file
 from tune_unlearn import search
 from tune_unlearn.export import main as export_main
 from tune_unlearn.run import main as run_main
 
 REPO = Path(__file__).resolve().parent.parent
 COMPONENTS = ("test_ratio", "forget_gap", "mia_gap", "time_ratio")
-
-
-def space_file(tmp_path, name="tiny", **extra):
-    data = {
-        "method": "selective", "experiment": "digits", "num_samples": 3,
-        "params": {"lam": {"type": "loguniform", "low": 1e-8, "high": 1e-4},
-                   "decay": {"type": "uniform", "low": 0.0, "high": 0.9},
-                   "ft_epochs": {"type": "int", "low": 1, "high": 2}},
-        "fixed": {"mask_epochs": 2},
-    }
-    data.update(extra)
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return str(path)
-
-
-def search_args(tmp_path, cache, name, *more):
-    return ["--storage-path", str(tmp_path / "runs"), "--name", name, "--cache-dir", str(cache), *TINY_ARGS, *more]
 
 
 def read_csv(path):
@@ -48,14 +30,6 @@ def read_csv(path):
 
 def reports(trial_dir):
     return [json.loads(line) for line in (Path(trial_dir) / "result.json").read_text().splitlines()]
-
-
-@pytest.fixture(scope="module")
-def finished_search(ray_address, tmp_path_factory, session_cache):
-    tmp = tmp_path_factory.mktemp("search")
-    code = search.main(["--space", space_file(tmp), *search_args(tmp, session_cache, "fifo")])
-    assert code == 0
-    return tmp / "runs" / "fifo"
 
 
 def test_search_runs_every_trial_reports_finite_objectives_and_exports(finished_search, capsys):
@@ -111,11 +85,8 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_search_goes_on(ray_addr
     assert "failed trial" in capsys.readouterr().out
 
 
-def test_multi_objective_with_asha_exports_a_pareto_front(ray_address, tmp_path, session_cache):
-    path = space_file(tmp_path, num_samples=4)
-    args = ["--space", path, "--multi-objective", "--scheduler", "asha", *search_args(tmp_path, session_cache, "mo")]
-    assert search.main(args) == 0
-    run_dir = tmp_path / "runs" / "mo"
+def test_multi_objective_with_asha_exports_a_pareto_front(multi_objective_search):
+    run_dir = multi_objective_search
     saved = json.loads((run_dir / "search.json").read_text())
     assert saved["objectives"] == {"test_ratio": "max", "forget_gap": "min", "mia_gap": "min", "time_ratio": "min"}
     rows = {r["trial_id"]: r for r in read_csv(run_dir / "results.csv")}

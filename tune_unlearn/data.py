@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torch.utils.data
 
 from .errors import UserError
 
@@ -264,6 +265,13 @@ class TensorPart:
         return TensorPart(name or self.name, self._images, self._labels, self.indices[positions.to(self.indices.device)],
                           self._mean, self._std, self._crop_padding, self._flip, self._channels_last)
 
+    def relabel(self, other: "TensorPart", labels: torch.Tensor) -> "TensorPart":
+        """This part with the samples of `other` (a part of the same data set) labelled `labels`."""
+        full = self._labels.clone()
+        full[other.indices] = labels.to(full.device)
+        return TensorPart(self.name, self._images, full, self.indices, self._mean, self._std,
+                          self._crop_padding, self._flip, self._channels_last)
+
 
 class FolderPart:
     """A subset of an ImageFolder tree, streamed through a DataLoader with workers."""
@@ -299,6 +307,28 @@ class FolderPart:
     def subset(self, positions: torch.Tensor, name: str | None = None) -> "FolderPart":
         return FolderPart(name or self.name, self._train_set, self._eval_set, self.indices[positions.cpu()],
                           self._all_labels, self._workers, self._device, self._channels_last)
+
+    def relabel(self, other: "FolderPart", labels: torch.Tensor) -> "FolderPart":
+        """This part with the samples of `other` (a part of the same data set) labelled `labels`."""
+        mapping = dict(zip(other.indices.tolist(), labels.cpu().tolist()))
+        full = self._all_labels.clone()
+        full[other.indices] = labels.cpu()
+        return FolderPart(self.name, _Relabeled(self._train_set, mapping), _Relabeled(self._eval_set, mapping),
+                          self.indices, full, self._workers, self._device, self._channels_last)
+
+
+class _Relabeled(torch.utils.data.Dataset):
+    """A dataset whose samples at some indices carry other labels."""
+
+    def __init__(self, dataset, mapping: dict[int, int]):
+        self.dataset, self.mapping = dataset, mapping
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        x, y = self.dataset[index]
+        return x, self.mapping.get(index, y)
 
 
 Part = TensorPart | FolderPart

@@ -133,11 +133,16 @@ def load_space(name_or_path: str) -> SearchSpace:
 
 
 def method_space(method_name: str) -> SearchSpace:
-    """A method's own space: `search_spaces/<method>.yaml` if there is one, else the ranges
-    the method declares (searched ones searched, the rest at their defaults)."""
+    """A method's own space: `search_spaces/<method>.yaml`, or `default.yaml` when that is the
+    method's (selective), else the ranges the method declares (searched ones searched, the
+    rest at their defaults)."""
+    method = get_method(method_name)
     if find_space_file(method_name) is not None:
         return load_space(method_name)
-    method = get_method(method_name)
+    if find_space_file("default") is not None:
+        default = load_space("default")
+        if default.method == method_name:
+            return default
     params = {}
     for h in method.hparams:
         if h.searched:

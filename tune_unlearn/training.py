@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -34,31 +34,30 @@ def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int, eta_min:
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps), eta_min=eta_min)
 
 
-def train_epochs(
+def run_epochs(
     model: nn.Module,
-    part: Part,
     runtime: Runtime,
     *,
     epochs: int,
-    batch_size: int,
+    batches: Callable[[], Iterable],
+    loss_fn: Callable[[object], torch.Tensor],
     optimizer: torch.optim.Optimizer,
     scheduler=None,
-    augment: bool = True,
-    label_smoothing: float = 0.0,
     on_epoch: EpochCallback | None = None,
     what: str = "training loss",
     before_step: Callable[[], None] | None = None,
 ) -> None:
-    """Cross-entropy training for `epochs` passes over `part`; the scheduler steps per batch.
-    The loss is synchronised once per epoch (not per step) and checked for divergence.
-    `before_step` runs between backward and the optimizer step (gradient surgery)."""
+    """The training loop every method shares: `epochs` passes over `batches()` (called once per
+    epoch), minimising `loss_fn(batch)` under autocast; the scheduler steps per batch. The loss
+    is synchronised once per epoch, not per step, and checked for divergence. `before_step`
+    runs between backward and the optimizer step (gradient masks and scaling)."""
     for epoch in range(epochs):
         model.train()
         total = torch.zeros((), device=runtime.device)
-        seen = 0
-        for x, y in part.batches(batch_size, shuffle=True, augment=augment):
+        steps = 0
+        for batch in batches():
             with runtime.autocast():
-                loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+                loss = loss_fn(batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if before_step is not None:
@@ -66,11 +65,33 @@ def train_epochs(
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-            total += loss.detach().float() * len(y)
-            seen += len(y)
-        mean = check_finite(total.item() / max(seen, 1), f"{what} in epoch {epoch + 1}")
+            total += loss.detach().float()
+            steps += 1
+        mean = check_finite(total.item() / max(steps, 1), f"{what} in epoch {epoch + 1}")
         if on_epoch is not None:
             on_epoch(epoch, {"loss": mean})
+
+
+def cross_entropy(model: nn.Module, label_smoothing: float = 0.0) -> Callable[[tuple], torch.Tensor]:
+    """loss_fn for (x, y) batches."""
+    return lambda batch: F.cross_entropy(model(batch[0]), batch[1], label_smoothing=label_smoothing)
+
+
+def train_epochs(model: nn.Module, part: Part, runtime: Runtime, *, epochs: int, batch_size: int,
+                 optimizer: torch.optim.Optimizer, scheduler=None, augment: bool = True,
+                 label_smoothing: float = 0.0, on_epoch: EpochCallback | None = None,
+                 what: str = "training loss", before_step: Callable[[], None] | None = None) -> None:
+    """Cross-entropy training on `part` (shuffled, augmented)."""
+    run_epochs(model, runtime, epochs=epochs, batches=lambda: part.batches(batch_size, shuffle=True, augment=augment),
+               loss_fn=cross_entropy(model, label_smoothing), optimizer=optimizer, scheduler=scheduler,
+               on_epoch=on_epoch, what=what, before_step=before_step)
+
+
+def endless(part: Part, batch_size: int, augment: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Shuffled batches of `part` forever (reshuffled at every pass): the partner stream when a
+    method pairs every batch of one set with a batch of another."""
+    while True:
+        yield from part.batches(batch_size, shuffle=True, augment=augment)
 
 
 def train_recipe(model: nn.Module, part: Part, recipe: TrainSpec, runtime: Runtime,

@@ -1,0 +1,205 @@
+"""Every method side by side, on several forget sets, against the retrained reference.
+
+    python -m tune_unlearn.compare --experiment fmnist --seeds 0 1 2
+    python -m tune_unlearn.compare --experiment fmnist --forget-fraction 0.02 --seeds 1 2 3 \\
+        --methods selective fanchuan kookmin --configs runs/*/best_config.yaml
+    python -m tune_unlearn.compare --experiment fmnist --forget-classes 3 --seeds 0 1 2
+
+Seed s chooses the forget set (forget.seed = s) and seeds every method's run, so the spread
+covers both. Each method runs with its defaults, or with a tuned configuration from
+`--configs` (a search's best_config.yaml). The retrained reference for each forget set is
+trained once and cached, as in every run.
+
+Writes, in `--out` (default runs/compare-<experiment>-<time>/):
+- compare.csv: one row per (method, configuration, seed), appended as each run ends; re-running
+  with the same --out skips the rows already there, so a killed comparison loses nothing;
+- compare.md: mean and spread of retain, forget and test accuracy, MIA and time per method,
+  each beside the retrained reference, plus the objective.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from .cli import add_experiment_args, experiment_overrides, main_guard, parse_weights
+from .errors import UserError
+from .methods import method_names
+from .metrics import METRIC_KEYS
+from .objective import COMPONENT_MODES
+from .pipeline import prepare, run_method
+from .references import default_cache_dir, log_stderr
+from .run_config import load_run_config, resolve_run
+from .runtime import make_runtime
+from .training import Diverged
+
+SHOWN = ("retain_acc", "forget_acc", "test_acc", "mia", "time_s")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tune_unlearn.compare", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="forget-set and run seeds (default: 0 1 2)")
+    p.add_argument("--methods", nargs="+", help="methods to compare (default: every registered method)")
+    p.add_argument("--configs", nargs="+", default=[], metavar="YAML",
+                   help="tuned configurations (best_config.yaml); they replace their method's defaults")
+    p.add_argument("--weight", action="append", default=[], metavar="NAME=VALUE", help="objective weight")
+    p.add_argument("--out", help="output directory (default: runs/compare-<experiment>-<time>)")
+    add_experiment_args(p, default_experiment="digits")
+    return p
+
+
+def load_configs(paths: list[str]) -> dict[str, tuple[str, dict]]:
+    """method -> (label, hparams) from tuned run configs; one configuration per method."""
+    tuned: dict[str, tuple[str, dict]] = {}
+    for path in paths:
+        cfg = load_run_config(path)
+        if not cfg.method:
+            raise UserError(f"{path}: a configuration for compare must name its method")
+        if cfg.method in tuned:
+            raise UserError(f"two configurations for method {cfg.method!r} in --configs (the second: {path})")
+        where = Path(path).parent.name if Path(path).name == "best_config.yaml" else Path(path).stem
+        tuned[cfg.method] = (f"tuned:{where}", cfg.hparams)
+    return tuned
+
+
+def plan_runs(args: argparse.Namespace) -> tuple[list, dict]:
+    """Validate everything before any training: (runs, overrides). Each run is
+    (method, config label, resolved run) for seed 0's experiment; seeds are applied later."""
+    methods = args.methods or method_names()
+    tuned = load_configs(args.configs)
+    unused = [m for m in tuned if m not in methods]
+    if unused:
+        raise UserError(f"--configs holds a configuration for {unused[0]!r}, which is not among --methods")
+    if not args.seeds:
+        raise UserError("--seeds needs at least one seed")
+    overrides = experiment_overrides(args)
+    base_weights = parse_weights(args.weight)
+    runs = []
+    for method in methods:
+        label, hparams = tuned.get(method, ("default", {}))
+        runs.append((method, label, resolve_run(method, args.experiment, overrides, hparams, weights=base_weights)))
+    return runs, overrides
+
+
+def read_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+COLUMNS = ["method", "config", "seed", "status", *METRIC_KEYS, *COMPONENT_MODES, "objective", "hparams"]
+
+
+def append_row(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in COLUMNS})
+
+
+def _numbers(rows: list[dict], key: str) -> list[float]:
+    out = []
+    for r in rows:
+        try:
+            value = float(r[key])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if math.isfinite(value):
+            out.append(value)
+    return out
+
+
+def _mean_spread(values: list[float], digits: int = 2) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def markdown(rows: list[dict], title: str) -> str:
+    """Mean ± standard deviation over seeds per method; accuracies and MIA with their
+    difference to the retrained reference, time as a share of retraining time."""
+    reference = [r for r in rows if r["method"] == "(retrained reference)"]
+    ref = {k: statistics.mean(_numbers(reference, k)) if _numbers(reference, k) else None for k in SHOWN}
+    head = "| method | config | runs | retain | forget | test | MIA | time s | objective |"
+    lines = [f"### {title}", "", head, "|" + "---|" * 9]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["config"]), []).append(r)
+    for (method, config), group in groups.items():
+        ok = [r for r in group if r["status"] == "ok"]
+        cells = []
+        for key in SHOWN:
+            values = _numbers(ok, key)
+            cell = _mean_spread(values)
+            if values and ref.get(key) and not method.startswith("("):
+                mean = statistics.mean(values)
+                cell += f" ({100 * mean / ref[key]:.0f}%)" if key == "time_s" else f" ({mean - ref[key]:+.2f})"
+            cells.append(cell)
+        failed = len(group) - len(ok)
+        runs = f"{len(ok)}" + (f" (+{failed} failed)" if failed else "")
+        objective = _mean_spread(_numbers(ok, "objective"), 4) if not method.startswith("(") else "-"
+        lines.append(f"| {method} | {config} | {runs} | " + " | ".join(cells) + f" | {objective} |")
+    lines += ["", "In brackets: difference to the retrained reference (accuracy and MIA points), time as a share of "
+              "its training time. The ideal is the retrained model, not zero forget accuracy."]
+    return "\n".join(lines) + "\n"
+
+
+@main_guard
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    runs, overrides = plan_runs(args)
+    exp0 = runs[0][2].experiment
+    out = Path(args.out or f"runs/compare-{exp0.name}-{time.strftime('%Y%m%d-%H%M%S')}").expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path = out / "compare.csv"
+    done = {(r["method"], r["config"], r["seed"]) for r in read_rows(csv_path)}
+    runtime = make_runtime(args.device)
+    cache = args.cache_dir or default_cache_dir()
+    (out / "compare.json").write_text(json.dumps({"experiment": exp0.name, "overrides": overrides, "seeds": args.seeds,
+                                                  "methods": [[m, label] for m, label, _ in runs]}, indent=1))
+    for seed in args.seeds:
+        exp = replace(exp0, forget=replace(exp0.forget, seed=seed))
+        prepared = None
+        for key, metrics in (("(retrained reference)", "reference_metrics"), ("(original)", "original_metrics")):
+            if (key, "cached", str(seed)) not in done:
+                prepared = prepared or prepare(exp, runtime, cache, args.original, args.download)
+                append_row(csv_path, {"method": key, "config": "cached", "seed": seed, "status": "ok",
+                                      **getattr(prepared.refs, metrics)})
+        for method, label, run in runs:
+            if (method, label, str(seed)) in done:
+                continue
+            prepared = prepared or prepare(exp, runtime, cache, args.original, args.download)
+            log_stderr(f"seed {seed}: {method} ({label})")
+            row = {"method": method, "config": label, "seed": seed, "hparams": json.dumps(run.hparams)}
+            try:
+                result = run_method(prepared, run.method, run.hparams, run.weights, seed=seed)
+                row.update(status="ok", objective=result.objective, **result.metrics, **result.components)
+            except Diverged as exc:
+                row.update(status=f"diverged: {exc}")
+            append_row(csv_path, row)
+    rows = read_rows(csv_path)
+    forget = (f"a random {100 * exp0.forget.fraction:g}%" if exp0.forget.rule == "random"
+              else f"classes {list(exp0.forget.classes)}")
+    title = f"{exp0.name}, forget {forget}, seeds {' '.join(map(str, args.seeds))}, on {runtime.describe()}"
+    table = markdown([r for r in rows if int(r["seed"]) in args.seeds], title)
+    (out / "compare.md").write_text(table)
+    print(table)
+    print(f"rows: {csv_path}\ntable: {out / 'compare.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

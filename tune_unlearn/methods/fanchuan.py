@@ -1,0 +1,77 @@
+"""Fanchuan: the first place of the NeurIPS 2023 machine unlearning competition (Kaggle; see
+Triantafillou et al. 2024, "Are we making progress in unlearning?").
+
+1. One pass over D_f pushing the softmax towards uniform: minimise KL(uniform || softmax)
+   (SGD, lr `kl_lr` = 5e-3, momentum 0.9).
+2. `epochs` (8) rounds of: a contrastive pass over D_f, each forget batch against a retain
+   batch, minimising -mean(log_softmax(f(x_f) f(x_r)^T / `temperature`)) on logits with the
+   retain side detached (SGD, lr `contrast_lr` = 3e-4, momentum 0.9, cosine to 1e-6 over all
+   contrastive steps); then one cross-entropy epoch on D_r (SGD, lr `retain_lr` * batch/64,
+   momentum 0.9, weight decay 1e-2).
+
+Follows the competition code as DeepUnlearn ported it (batch 256 for every stage; train mode
+throughout). Departure: the retain epochs use the experiment's augmentation, as every
+fine-tuning step in this project does.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..data import batch_count
+from ..training import check_finite, endless, run_epochs, sgd
+from . import register
+from .base import Context, Float, Int, Method, UnlearnData
+
+
+@register
+class Fanchuan(Method):
+    name = "fanchuan"
+    epochs_hparam = "epochs"
+    hparams = (
+        Int("epochs", 8, 1, 8, min=1, help="contrastive + retain rounds"),
+        Float("temperature", 1.15, 0.5, 2.0, min=1e-3, help="temperature of the forget-retain logit similarity"),
+        Float("kl_lr", 5e-3, 1e-3, 2e-2, log=True, min=0.0, help="learning rate of the uniform-KL pass"),
+        Float("contrast_lr", 3e-4, 3e-5, 3e-3, log=True, min=0.0, help="initial learning rate of the contrastive steps"),
+        Float("retain_lr", 1e-3, 1e-4, 1e-2, log=True, min=0.0, help="retain learning rate at batch 64 (scaled linearly)"),
+        Int("batch_size", 256, 64, 512, log=True, min=2, searched=False, help="batch size of every stage"),
+    )
+
+    def unlearn(self, model, data: UnlearnData, hp: dict, ctx: Context) -> dict:
+        bs, runtime = hp["batch_size"], ctx.runtime
+        # 1. one pass over the forget set towards uniform predictions
+        model.train()
+        kl_opt = sgd(model.parameters(), hp["kl_lr"], weight_decay=0.0)
+        for x, _ in data.forget.batches(bs, shuffle=True):
+            with runtime.autocast():
+                logits = model(x)
+                uniform = torch.full_like(logits, 1.0 / logits.shape[1], dtype=torch.float32)
+                loss = F.kl_div(F.log_softmax(logits.float(), dim=1), uniform, reduction="batchmean")
+            kl_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            kl_opt.step()
+        check_finite(float(loss.detach()), "uniform-KL loss")
+        # 2. contrastive forget passes, each followed by a retain epoch
+        forget_opt = sgd(model.parameters(), hp["contrast_lr"], weight_decay=0.0)
+        forget_steps = hp["epochs"] * batch_count(len(data.forget), bs)
+        forget_sched = torch.optim.lr_scheduler.CosineAnnealingLR(forget_opt, T_max=max(1, forget_steps), eta_min=1e-6)
+        retain_opt = sgd(model.parameters(), hp["retain_lr"] * bs / 64, weight_decay=1e-2)
+        partners = endless(data.retain, bs)
+        t = hp["temperature"]
+
+        def contrastive(batch):
+            (xf, _), (xr, _) = batch
+            similarity = model(xf).float() @ model(xr).float().detach().T / t
+            return -F.log_softmax(similarity, dim=-1).mean()
+
+        def ce(batch):
+            return F.cross_entropy(model(batch[0]), batch[1])
+
+        for epoch in range(hp["epochs"]):
+            run_epochs(model, runtime, epochs=1, optimizer=forget_opt, scheduler=forget_sched, loss_fn=contrastive,
+                       batches=lambda: zip(data.forget.batches(bs, shuffle=True), partners), what="contrastive loss")
+            run_epochs(model, runtime, epochs=1, optimizer=retain_opt, loss_fn=ce, what="retain loss",
+                       batches=lambda: data.retain.batches(bs, shuffle=True, augment=True),
+                       on_epoch=lambda _, logs: ctx.epoch_end("fanchuan", epoch, logs, True))
+        return {}
