@@ -3,7 +3,6 @@ real references in a second or two on a CPU."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import yaml
@@ -81,11 +80,11 @@ def finished_search(ray_address, tmp_path_factory, session_cache):
 
 @pytest.fixture(scope="session")
 def multi_objective_search(ray_address, tmp_path_factory, session_cache):
-    """A finished four-trial multi-objective search with ASHA."""
+    """A finished four-trial multi-objective search with ASHA, leakage measured in every trial."""
     from tune_unlearn import search
 
     tmp = tmp_path_factory.mktemp("mo")
-    args = ["--space", space_file(tmp, num_samples=4), "--multi-objective", "--scheduler", "asha",
+    args = ["--space", space_file(tmp, num_samples=4), "--multi-objective", "--scheduler", "asha", "--leakage",
             *search_args(tmp, session_cache, "mo")]
     assert search.main(args) == 0
     return tmp / "runs" / "mo"

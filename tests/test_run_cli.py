@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from conftest import TINY_ARGS
 from tune_unlearn.run import main

@@ -14,9 +14,10 @@ import pytest
 import torch
 import yaml
 
-from conftest import TINY_ARGS, search_args, space_file
+from conftest import search_args, space_file
 from tune_unlearn import search
 from tune_unlearn.export import main as export_main
+from tune_unlearn.report import main as report_main
 from tune_unlearn.run import main as run_main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -88,11 +89,13 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_search_goes_on(ray_addr
 def test_multi_objective_with_asha_exports_a_pareto_front(multi_objective_search):
     run_dir = multi_objective_search
     saved = json.loads((run_dir / "search.json").read_text())
-    assert saved["objectives"] == {"test_ratio": "max", "forget_gap": "min", "mia_gap": "min", "time_ratio": "min"}
+    assert saved["objectives"] == {"test_ratio": "max", "forget_gap": "min", "mia_gap": "min", "time_ratio": "min",
+                                   "leak_gap": "min"}
+    assert "pl_forget_acc" in saved["reference"]
     rows = {r["trial_id"]: r for r in read_csv(run_dir / "results.csv")}
     front = read_csv(run_dir / "pareto.csv")
     assert front and all(rows[r["trial_id"]]["status"] == "TERMINATED" for r in front)
-    signs = {"test_ratio": 1, "forget_gap": -1, "mia_gap": -1, "time_ratio": -1}
+    signs = {"test_ratio": 1, "forget_gap": -1, "mia_gap": -1, "time_ratio": -1, "leak_gap": -1}
     finished = [r for r in rows.values() if r["status"] == "TERMINATED"]
     for f in front:  # nothing finished dominates a front member
         fv = [signs[c] * float(f[c]) for c in signs]
@@ -139,6 +142,9 @@ def test_resume_after_ctrl_c_runs_no_trial_twice(ray_address, tmp_path, session_
     finished_before = {p.parent.name: (p.read_text(), len(reports(p.parent))) for p in run_dir.glob("*/final_result.json")}
     assert 2 <= len(finished_before) < 5, out
     assert "interrupted" in out
+    assert report_main([str(run_dir)]) == 0  # a report of the interrupted search says so
+    page = (run_dir / "report" / "index.html").read_text()
+    assert "(interrupted)" in page and "INTERRUPTED" in page and "--resume" in page
 
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -40,8 +40,6 @@ from .run_config import load_run_config, resolve_run
 from .runtime import make_runtime
 from .training import Diverged
 
-SHOWN = ("retain_acc", "forget_acc", "test_acc", "mia", "time_s")
-
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tune_unlearn.compare", description=__doc__.split("\n\n")[0],
@@ -51,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--configs", nargs="+", default=[], metavar="YAML",
                    help="tuned configurations (best_config.yaml); they replace their method's defaults")
     p.add_argument("--weight", action="append", default=[], metavar="NAME=VALUE", help="objective weight")
+    p.add_argument("--leakage", action="store_true",
+                   help="also measure leakage: forget accuracy a Piggyback mask recovers (pl_forget_acc)")
     p.add_argument("--out", help="output directory (default: runs/compare-<experiment>-<time>)")
     add_experiment_args(p, default_experiment="digits")
     return p
@@ -96,7 +96,8 @@ def read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-COLUMNS = ["method", "config", "seed", "status", *METRIC_KEYS, *COMPONENT_MODES, "objective", "hparams"]
+COLUMNS = ["method", "config", "seed", "status", *METRIC_KEYS, "forget_test_acc", "pl_forget_acc",
+           *COMPONENT_MODES, "objective", "hparams"]
 
 
 def append_row(path: Path, row: dict) -> None:
@@ -130,18 +131,23 @@ def _mean_spread(values: list[float], digits: int = 2) -> str:
 
 def markdown(rows: list[dict], title: str) -> str:
     """Mean ± standard deviation over seeds per method; accuracies and MIA with their
-    difference to the retrained reference, time as a share of retraining time."""
+    difference to the retrained reference, time as a share of retraining time. Columns for
+    the forgotten classes' test accuracy and for leakage appear when the rows have them."""
+    measures = [("retain_acc", "retain"), ("forget_acc", "forget"), ("test_acc", "test"),
+                *((k, label) for k, label in (("forget_test_acc", "forget test"), ("pl_forget_acc", "PL forget"))
+                  if _numbers(rows, k)),
+                ("mia", "MIA"), ("time_s", "time s")]
     reference = [r for r in rows if r["method"] == "(retrained reference)"]
-    ref = {k: statistics.mean(_numbers(reference, k)) if _numbers(reference, k) else None for k in SHOWN}
-    head = "| method | config | runs | retain | forget | test | MIA | time s | objective |"
-    lines = [f"### {title}", "", head, "|" + "---|" * 9]
+    ref = {k: statistics.mean(_numbers(reference, k)) if _numbers(reference, k) else None for k, _ in measures}
+    head = "| method | config | runs | " + " | ".join(label for _, label in measures) + " | objective |"
+    lines = [f"### {title}", "", head, "|" + "---|" * (len(measures) + 4)]
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["method"], r["config"]), []).append(r)
     for (method, config), group in groups.items():
         ok = [r for r in group if r["status"] == "ok"]
         cells = []
-        for key in SHOWN:
+        for key, _ in measures:
             values = _numbers(ok, key)
             cell = _mean_spread(values)
             if values and ref.get(key) and not method.startswith("("):
@@ -168,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     done = {(r["method"], r["config"], r["seed"]) for r in read_rows(csv_path)}
     runtime = make_runtime(args.device)
     cache = args.cache_dir or default_cache_dir()
+    leakage = args.leakage or runs[0][2].weights.leak > 0
     (out / "compare.json").write_text(json.dumps({"experiment": exp0.name, "overrides": overrides, "seeds": args.seeds,
                                                   "methods": [[m, label] for m, label, _ in runs]}, indent=1))
     for seed in args.seeds:
@@ -175,17 +182,17 @@ def main(argv: list[str] | None = None) -> int:
         prepared = None
         for key, metrics in (("(retrained reference)", "reference_metrics"), ("(original)", "original_metrics")):
             if (key, "cached", str(seed)) not in done:
-                prepared = prepared or prepare(exp, runtime, cache, args.original, args.download)
+                prepared = prepared or prepare(exp, runtime, cache, args.original, args.download, leakage=leakage)
                 append_row(csv_path, {"method": key, "config": "cached", "seed": seed, "status": "ok",
                                       **getattr(prepared.refs, metrics)})
         for method, label, run in runs:
             if (method, label, str(seed)) in done:
                 continue
-            prepared = prepared or prepare(exp, runtime, cache, args.original, args.download)
+            prepared = prepared or prepare(exp, runtime, cache, args.original, args.download, leakage=leakage)
             log_stderr(f"seed {seed}: {method} ({label})")
             row = {"method": method, "config": label, "seed": seed, "hparams": json.dumps(run.hparams)}
             try:
-                result = run_method(prepared, run.method, run.hparams, run.weights, seed=seed)
+                result = run_method(prepared, run.method, run.hparams, run.weights, seed=seed, leakage=leakage)
                 row.update(status="ok", objective=result.objective, **result.metrics, **result.components)
             except Diverged as exc:
                 row.update(status=f"diverged: {exc}")

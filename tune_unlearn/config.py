@@ -8,6 +8,7 @@ a silently ignored setting.
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from pathlib import Path
@@ -16,6 +17,43 @@ from typing import Any, Mapping
 import yaml
 
 from .errors import UserError
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class NamedFiles:
+    """YAML files a user names without a path (`--experiment digits`, `--space default`):
+    looked up in $<env>, ./<folder> and the repository's <folder>, in that order."""
+
+    def __init__(self, folder: str, env: str, what: str):
+        self.folder, self.env, self.what = folder, env, what
+
+    def dirs(self) -> list[Path]:
+        dirs = [Path.cwd() / self.folder, REPO_ROOT / self.folder]
+        if os.environ.get(self.env):
+            dirs.insert(0, Path(os.environ[self.env]))
+        unique: list[Path] = []
+        for d in dirs:
+            if d.resolve() not in [u.resolve() for u in unique]:
+                unique.append(d)
+        return unique
+
+    def names(self) -> list[str]:
+        return sorted({p.stem for d in self.dirs() for p in d.glob("*.yaml")})
+
+    def find(self, name_or_path: str) -> Path | None:
+        """The file: a path is taken as it is (an error if missing); a name is looked up, None
+        if no folder has it."""
+        path = Path(name_or_path)
+        if path.suffix in (".yaml", ".yml") or os.sep in name_or_path:
+            if not path.is_file():
+                raise UserError(f"no such {self.what} file: {name_or_path}")
+            return path.resolve()
+        for d in self.dirs():
+            if (d / f"{name_or_path}.yaml").is_file():
+                return (d / f"{name_or_path}.yaml").resolve()
+        return None
 
 
 def read_yaml(path: str | Path) -> dict:

@@ -346,6 +346,18 @@ class ExperimentData:
     test: Part
     split: Split
     fingerprint: dict  # what identifies the data in cache keys
+    # With class forgetting, `test` holds the test samples of the retained classes and
+    # `test_forget` those of the forgotten classes (None when the forget set is random).
+    test_forget: Part | None = None
+
+
+def split_test(labels: torch.Tensor, forget: ForgetSpec) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Positions of the test samples kept in `test`, and of those of forgotten classes."""
+    positions = torch.arange(len(labels))
+    if forget.rule != "classes":
+        return positions, None
+    gone = torch.isin(labels, torch.tensor(list(forget.classes), dtype=labels.dtype))
+    return positions[~gone], positions[gone]
 
 
 def _fingerprint(spec: DatasetSpec, y_train: torch.Tensor, n_test: int, num_classes: int) -> dict:
@@ -379,15 +391,17 @@ def load_data(exp: Experiment, device: torch.device | str = "cpu", download: boo
 
     everything = torch.arange(len(y_train))
     x_test, y_test = arrays.x_test.to(device), arrays.y_test.to(device)
+    kept, gone = split_test(arrays.y_test, exp.forget)
     return ExperimentData(
         num_classes=arrays.num_classes,
         in_channels=x_train.shape[1],
         train=part("train", x_train, y_train, everything),
         retain=part("retain", x_train, y_train, split.retain),
         forget=part("forget", x_train, y_train, split.forget),
-        test=part("test", x_test, y_test, torch.arange(len(y_test)), augmentable=False),
+        test=part("test", x_test, y_test, kept, augmentable=False),
         split=split,
         fingerprint=_fingerprint(spec, arrays.y_train, len(y_test), arrays.num_classes),
+        test_forget=None if gone is None else part("test_forget", x_test, y_test, gone, augmentable=False),
     )
 
 
@@ -428,13 +442,15 @@ def _load_folder(exp: Experiment, root: Path | None, device: torch.device, chann
     def part(name, indices, train_set, eval_set, labels):
         return FolderPart(name, train_set, eval_set, indices, labels, spec.workers, device, channels_last)
 
+    kept, gone = split_test(y_test, exp.forget)
     return ExperimentData(
         num_classes=num_classes,
         in_channels=3,
         train=part("train", torch.arange(len(y_train)), train_aug, train_eval, y_train),
         retain=part("retain", split.retain, train_aug, train_eval, y_train),
         forget=part("forget", split.forget, train_aug, train_eval, y_train),
-        test=part("test", torch.arange(len(y_test)), val, val, y_test),
+        test=part("test", kept, val, val, y_test),
         split=split,
         fingerprint=_fingerprint(spec, y_train, len(y_test), num_classes),
+        test_forget=None if gone is None else part("test_forget", gone, val, val, y_test),
     )

@@ -6,15 +6,11 @@ cached original and retrained models is in here, so the cache key is derived fro
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .config import from_mapping, read_yaml, replace_path
+from .config import NamedFiles, from_mapping, read_yaml, replace_path
 from .errors import UserError, one_of
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
 
 @dataclass(frozen=True)
 class DatasetSpec:
@@ -54,12 +50,34 @@ class TrainSpec:
     crop_padding: int = 4  # random crop after zero padding; 0 turns it off
     flip: bool = True  # random horizontal flip
     seed: int = 0  # seeds initialisation and batch order
+    # How the original model is made. joint: the recipe on all of D. transfer (Disposable
+    # Transfer Learning's setting, with forget.rule classes): the recipe on the forget classes
+    # (the source task), then `transfer_epochs` at peak `transfer_lr` on the retain classes
+    # (the target task). The retrained reference is the target task trained alone either way.
+    original: str = "joint"
+    transfer_epochs: int = 5
+    transfer_lr: float = 0.02
 
 
 @dataclass(frozen=True)
 class EvalSpec:
     batch_size: int = 2048
     mia_seed: int = 0  # seeds the attack's sub-sampling and cross-validation folds
+
+
+@dataclass(frozen=True)
+class LeakageSpec:
+    """The Piggyback relearning attack (leakage.py): a mask learned without L1 on a fixed
+    `fraction` of D_f for `epochs`, scored on the rest of D_f."""
+
+    fraction: float = 0.5
+    epochs: int = 5
+    lr: float = 1e-3  # Adam on the mask
+    head_lr: float = 1e-2  # Adam on the new classifier
+    batch_size: int = 128
+    x_init: float = 1e-2
+    threshold: float = 5e-3
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -71,40 +89,23 @@ class Experiment:
     forget: ForgetSpec = field(default_factory=ForgetSpec)
     train: TrainSpec = field(default_factory=TrainSpec)
     eval: EvalSpec = field(default_factory=EvalSpec)
+    leakage: LeakageSpec = field(default_factory=LeakageSpec)
     # Per-method hyperparameter defaults for this experiment: {method: {name: value}}.
     method_defaults: dict = field(default_factory=dict)
 
 
-def experiment_dirs() -> list[Path]:
-    """Where `--experiment NAME` looks, in order."""
-    dirs = [Path.cwd() / "experiments", REPO_ROOT / "experiments"]
-    if os.environ.get("TUNE_UNLEARN_EXPERIMENTS"):
-        dirs.insert(0, Path(os.environ["TUNE_UNLEARN_EXPERIMENTS"]))
-    unique = []
-    for d in dirs:
-        if d.resolve() not in [u.resolve() for u in unique]:
-            unique.append(d)
-    return unique
+EXPERIMENT_FILES = NamedFiles("experiments", "TUNE_UNLEARN_EXPERIMENTS", "experiment")
 
 
 def available_experiments() -> list[str]:
-    names = set()
-    for d in experiment_dirs():
-        names.update(p.stem for p in d.glob("*.yaml"))
-    return sorted(names)
+    return EXPERIMENT_FILES.names()
 
 
 def find_experiment_file(name_or_path: str) -> Path:
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or os.sep in name_or_path:
-        if not path.is_file():
-            raise UserError(f"no such experiment file: {name_or_path}")
-        return path.resolve()
-    for d in experiment_dirs():
-        candidate = d / f"{name_or_path}.yaml"
-        if candidate.is_file():
-            return candidate.resolve()
-    raise one_of("experiment", name_or_path, available_experiments() or ["(none found)"])
+    path = EXPERIMENT_FILES.find(name_or_path)
+    if path is None:
+        raise one_of("experiment", name_or_path, available_experiments() or ["(none found)"])
+    return path
 
 
 def load_experiment(name_or_path: str, overrides: dict | None = None) -> Experiment:
@@ -158,6 +159,17 @@ def validate_experiment(exp: Experiment) -> None:
             raise UserError(f"{where}: train.{name} must be >= 1, got {getattr(train, name)}")
     if train.lr <= 0:
         raise UserError(f"{where}: train.lr must be > 0, got {train.lr}")
+    if train.original not in ("joint", "transfer"):
+        raise one_of(f"train.original in {where}:", train.original, ["joint", "transfer"])
+    if train.original == "transfer" and forget.rule != "classes":
+        raise UserError(f"{where}: train.original 'transfer' pretrains on the forget classes; it needs forget.rule classes")
+    if train.transfer_epochs < 1 or train.transfer_lr <= 0:
+        raise UserError(f"{where}: train.transfer_epochs must be >= 1 and train.transfer_lr > 0")
+    leak = exp.leakage
+    if not 0.0 < leak.fraction < 1.0 or leak.epochs < 1 or leak.lr <= 0 or leak.head_lr <= 0 or leak.batch_size < 1:
+        raise UserError(f"{where}: leakage needs 0 < fraction < 1, epochs >= 1, lr > 0, head_lr > 0, batch_size >= 1")
+    if not 0 < leak.threshold <= leak.x_init:
+        raise UserError(f"{where}: leakage needs 0 < threshold <= x_init")
     if not 0.0 < exp.dataset.test_fraction < 1.0:
         raise UserError(f"{where}: dataset.test_fraction must lie in (0, 1)")
     if exp.eval.batch_size < 1:

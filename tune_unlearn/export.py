@@ -215,24 +215,41 @@ def export_run(run_dir: str | Path, top: int = 5, fmt: str | None = None) -> Run
 # --------------------------------------------------------------------------- table
 
 
-def _fmt(value, digits=2) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+# Measures shown beside the hyperparameters; forget test and PL forget only when measured.
+MEASURES = (("retain_acc", "retain"), ("forget_acc", "forget"), ("test_acc", "test"), ("forget_test_acc", "forget test"),
+            ("pl_forget_acc", "PL forget"), ("mia", "MIA"), ("mia_cv_acc", "MIA cv"), ("time_s", "time s"))
+
+
+def fmt(value, digits: int = 2) -> str:
+    """A measured number as tables show it ('-' when missing)."""
+    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}" if abs(value) >= 1e-2 or value == 0 else f"{value:.2e}"
-    return str(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.{digits}f}" if value == 0 or 1e-2 <= abs(value) < 1e5 else f"{value:.3e}"
+
+
+def best_table(record: RunRecord, top: int) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: the `top` finished trials by objective, then the retrained and the
+    original model, with the measures the reference has."""
+    reference = record.search.get("reference") or {}
+    measures = [(k, label) for k, label in MEASURES if k in reference]
+    header = ["rank", "trial", "objective", *(label for _, label in measures), *record.params]
+    rows = []
+    for i, t in enumerate(record.ranked()[:top], 1):
+        rows.append([str(i), t.trial_id, fmt(t.result["objective"], 4), *(fmt(t.result.get(k)) for k, _ in measures),
+                     *(fmt(t.config.get(p), 4) for p in record.params)])
+    for label, key in (("retrained", "reference"), ("original", "original_model")):
+        m = record.search.get(key) or {}
+        rows.append(["", label, "-", *(fmt(m.get(k)) for k, _ in measures), *("" for _ in record.params)])
+    return header, rows
 
 
 def table(record: RunRecord, top: int = 5) -> str:
-    cols = ("retain_acc", "forget_acc", "test_acc", "mia", "time_s")
-    head = ["", "trial", "objective", "retain", "forget", "test", "MIA", "time s", *record.params]
-    rows = []
-    for i, t in enumerate(record.ranked()[:top], 1):
-        rows.append([str(i), t.trial_id, _fmt(t.result["objective"], 4), *(_fmt(t.result.get(c)) for c in cols),
-                     *(_fmt(t.config.get(p), 4) for p in record.params)])
-    for label, key in (("retrained", "reference"), ("original", "original_model")):
-        m = record.search.get(key) or {}
-        rows.append(["", label, "-", *(_fmt(m.get(c)) for c in cols), *("" for _ in record.params)])
+    """best_table as aligned text for the terminal."""
+    head, rows = best_table(record, top)
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in [head, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))

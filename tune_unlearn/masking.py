@@ -57,13 +57,14 @@ def scope_names(names: list[str], scope: str) -> list[str]:
 
 
 class PiggybackMask:
-    """Real-valued masks over a frozen model's conv/linear weights, applied by `forward`."""
+    """Real-valued masks over a frozen model's conv/linear weights (or the subset `names`),
+    applied by `forward`."""
 
-    def __init__(self, model: nn.Module, x_init: float, threshold: float):
+    def __init__(self, model: nn.Module, x_init: float, threshold: float, names: list[str] | None = None):
         self.model = model
         self.threshold = threshold
         params = dict(model.named_parameters())
-        self.names = maskable_names(model)
+        self.names = maskable_names(model) if names is None else list(names)
         self.weights = {n: params[n].detach() for n in self.names}
         self.real = {n: torch.full_like(w, x_init, dtype=torch.float32, requires_grad=True)
                      for n, w in self.weights.items()}
@@ -104,21 +105,32 @@ def learn_mask(
     epochs: int,
     batch_size: int,
     on_epoch: Callable[[int, dict], None] | None = None,
+    names: list[str] | None = None,
+    trainable: list[nn.Parameter] | None = None,
+    trainable_lr: float | None = None,
 ) -> PiggybackMask:
     """Learn a Piggyback mask on `part` with loss CE + lam * ||X||_1 (Adam on X only).
+
+    `names` restricts the mask to some weights (default: every conv and linear weight);
+    `trainable` are parameters trained alongside the mask (Piggyback's new classifier head for
+    a new task), with Adam at `trainable_lr` (default: `lr`); every other parameter stays frozen.
 
     The L1 gradient lam * sign(X) is added to X.grad directly (two fused foreach kernels)
     instead of back-propagating through a sum of |X| over every weight tensor: the same
     gradient, a fraction of the cost on an 11M-entry mask.
     """
+    trainable = list(trainable or [])
     was_training = model.training
     requires = [p.requires_grad for p in model.parameters()]
     model.eval()  # BatchNorm keeps the original statistics
     for p in model.parameters():
-        p.requires_grad_(False)
-    mask = PiggybackMask(model, x_init, threshold)
+        p.requires_grad_(any(p is t for t in trainable))
+    mask = PiggybackMask(model, x_init, threshold, names)
     reals = list(mask.real.values())
-    optimizer = torch.optim.Adam(reals, lr=lr)
+    groups = [{"params": reals, "lr": lr}]
+    if trainable:
+        groups.append({"params": trainable, "lr": trainable_lr or lr})
+    optimizer = torch.optim.Adam(groups)
     try:
         for epoch in range(epochs):
             total = torch.zeros((), device=runtime.device)

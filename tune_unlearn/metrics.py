@@ -1,7 +1,8 @@
 """The measures every run reports, always computed the same way for the unlearned, the
 retrained and the original model.
 
-- accuracies (%) on the retain set, the forget set and the test split;
+- accuracies (%) on the retain set, the forget set and the test split (with class forgetting:
+  `test_acc` on the retained classes' test samples, `forget_test_acc` on the forgotten ones');
 - `mia`: membership-inference member rate on the forget set (%). A logistic-regression attack
   on per-sample loss, max confidence and entropy is trained to tell retain samples (members)
   from test samples (non-members), then applied to the forget set. Compare with the retrained
@@ -83,10 +84,14 @@ def evaluate(model: nn.Module, data: ExperimentData, runtime: Runtime, batch_siz
                (("retain", retain), ("forget", data.forget), ("test", data.test))}
     feats = {name: sample_features(*out) for name, out in outputs.items()}
     acc = {name: 100.0 * float((logits.argmax(1) == labels).float().mean()) for name, (logits, labels) in outputs.items()}
-    return {
+    out = {
         "retain_acc": acc["retain"],
         "forget_acc": acc["forget"],
         "test_acc": acc["test"],
         "mia": member_rate(feats["retain"], feats["test"], feats["forget"], seed),
         "mia_cv_acc": forget_test_attack(feats["forget"][:, 0], feats["test"][:, 0], seed),
     }
+    if data.test_forget is not None:  # class forgetting: the forgotten classes' test samples
+        logits, labels = predict(model, data.test_forget, runtime, batch_size)
+        out["forget_test_acc"] = 100.0 * float((logits.argmax(1) == labels).float().mean())
+    return out

@@ -16,6 +16,7 @@ from torch import nn
 
 from .data import ExperimentData, load_data
 from .experiment import Experiment
+from .leakage import relearn_accuracy
 from .methods import get_method
 from .methods.base import Context, Method, UnlearnData
 from .metrics import evaluate
@@ -40,9 +41,12 @@ class Prepared:
 
 
 def prepare(exp: Experiment, runtime: Runtime, cache_dir: str | Path, original_checkpoint: str | None = None,
-            download: bool = False, allow_training: bool = True, log: Callable[[str], None] = log_stderr) -> Prepared:
+            download: bool = False, allow_training: bool = True, log: Callable[[str], None] = log_stderr,
+            leakage: bool = False) -> Prepared:
+    """Data on the device and the cached references, with their leakage (`pl_forget_acc`)
+    measured too when `leakage`."""
     data = load_data(exp, runtime.device, download)
-    refs = prepare_references(exp, data, runtime, cache_dir, original_checkpoint, allow_training, log)
+    refs = prepare_references(exp, data, runtime, cache_dir, original_checkpoint, allow_training, log, leakage)
     return Prepared(exp, data, runtime, refs)
 
 
@@ -83,12 +87,15 @@ class RunResult:
 
 
 def run_method(prepared: Prepared, method: str | Method, hparams: dict, weights: Weights | None = None,
-               seed: int = 0, on_report: Callable[[EpochReport], None] | None = None) -> RunResult:
+               seed: int = 0, on_report: Callable[[EpochReport], None] | None = None,
+               leakage: bool = False) -> RunResult:
     """Unlearn from the original model with `method` (hyperparameters already resolved), time
     it, evaluate it and score it against the retrained reference.
 
     `on_report`, if given, receives every state the method marks as worth evaluating (the
-    unlearning clock is paused meanwhile, so evaluation never counts as unlearning time)."""
+    unlearning clock is paused meanwhile, so evaluation never counts as unlearning time).
+    `leakage` adds the Piggyback relearning attack (`pl_forget_acc`) to every evaluation; the
+    references must have been prepared with it."""
     method = get_method(method) if isinstance(method, str) else method
     weights = weights or Weights()
     exp, data, runtime, refs = prepared.experiment, prepared.data, prepared.runtime, prepared.refs
@@ -96,9 +103,18 @@ def run_method(prepared: Prepared, method: str | Method, hparams: dict, weights:
     clock = Stopwatch(runtime)
     history: list[dict] = []
 
+    if leakage and "pl_forget_acc" not in refs.reference_metrics:
+        raise ValueError("leakage asked for, but the references were prepared without it")
+
     def score(metrics: dict) -> tuple[dict, float]:
         comps = components(metrics, refs.reference_metrics)
         return comps, objective(comps, weights)
+
+    def measure(full_retain: bool) -> dict:
+        metrics = evaluate(model, data, runtime, exp.eval.batch_size, exp.eval.mia_seed, full_retain=full_retain)
+        if leakage:
+            metrics["pl_forget_acc"] = relearn_accuracy(model, data.forget, runtime, exp.leakage, exp.eval.batch_size)
+        return metrics
 
     def epoch_end(phase: str, epoch: int, logs: dict, worth_evaluating: bool) -> None:
         history.append({"phase": phase, "epoch": epoch + 1, "time_s": clock.elapsed, **logs})
@@ -106,7 +122,7 @@ def run_method(prepared: Prepared, method: str | Method, hparams: dict, weights:
             return
         with clock.paused():
             was_training = model.training
-            metrics = evaluate(model, data, runtime, exp.eval.batch_size, exp.eval.mia_seed, full_retain=False)
+            metrics = measure(full_retain=False)
             metrics["time_s"] = clock.elapsed
             comps, value = score(metrics)
             on_report(EpochReport(phase, epoch + 1, logs, metrics, comps, value))
@@ -121,7 +137,7 @@ def run_method(prepared: Prepared, method: str | Method, hparams: dict, weights:
     clock.start()
     stats = method.unlearn(model, view, dict(hparams), ctx)
     time_s = clock.stop()
-    metrics = evaluate(model, data, runtime, exp.eval.batch_size, exp.eval.mia_seed)
+    metrics = measure(full_retain=True)
     metrics["time_s"] = time_s
     comps, value = score(metrics)
     return RunResult(method.name, exp.name, dict(hparams), metrics, dict(refs.reference_metrics),

@@ -4,10 +4,12 @@ trained once and cached, with their evaluations.
 Cache layout, under the cache directory (`--cache-dir`, $TUNE_UNLEARN_CACHE, or
 ~/.cache/tune_unlearn):
 
-    <experiment>/original-<key>.pt   state dict + meta; key: data fingerprint, model, recipe
+    <experiment>/original-<key>.pt   state dict + meta; key: data fingerprint, model, recipe (and
+                                     the forget classes when the original is made by transfer)
     <experiment>/retrain-<key>.pt    state dict + meta + the forget set's indices; key adds the
                                      forget rule, so the original is shared across forget seeds
-    <experiment>/eval-<key>.json     metrics of a model on a split, under the current attack
+    <experiment>/eval-<key>.json     metrics of a model on a split, under the current attacks
+                                     (the leakage attack's pl_forget_acc when asked for)
 
 Every file is written to a temporary name and renamed into place, so a killed run never leaves
 a half-written entry; checkpoints are read with `weights_only=True`. An unreadable entry is
@@ -23,7 +25,7 @@ import socket
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -31,6 +33,7 @@ import torch
 
 from .data import ExperimentData
 from .experiment import Experiment
+from .leakage import relearn_accuracy
 from .metrics import evaluate
 from .models import build_model, load_state_checked, read_checkpoint
 from .runtime import Runtime, Stopwatch, seed_everything
@@ -97,9 +100,9 @@ class ReferenceCache:
     def _model_key(self, exp: Experiment, data: ExperimentData, role: str, checkpoint: str | None) -> str:
         payload = {"format": CACHE_FORMAT, "role": role, "data": data.fingerprint, "model": asdict(exp.model),
                    "train": asdict(exp.train)}
-        if role == "retrain":
+        if role == "retrain" or exp.train.original == "transfer":  # a transferred original pretrains on D_f
             payload["forget"] = asdict(exp.forget)
-        else:
+        if role == "original":
             payload["checkpoint"] = checkpoint
         return digest(payload)
 
@@ -117,22 +120,36 @@ class ReferenceCache:
             self.log(f"cache entry {path} is unusable ({type(exc).__name__}: {str(exc)[:120]}); rebuilding it")
             return None
 
-    def _train(self, exp: Experiment, data: ExperimentData, runtime: Runtime, part, role: str) -> tuple[dict, dict]:
-        seed_everything(exp.train.seed)
+    def _train(self, exp: Experiment, data: ExperimentData, runtime: Runtime, role: str) -> tuple[dict, dict]:
+        """The original (joint: the recipe on D; transfer: the recipe on D_f, then a shorter
+        recipe on D_r) or the retrained reference (the recipe on D_r)."""
+        recipe = exp.train
+        if role == "retrain":
+            stages = [("", data.retain, recipe)]
+        elif recipe.original == "transfer":
+            stages = [(" (source task: forget classes)", data.forget, recipe),
+                      (" (transfer to the target task)", data.retain,
+                       replace(recipe, epochs=recipe.transfer_epochs, lr=recipe.transfer_lr))]
+        else:
+            stages = [("", data.train, recipe)]
+        seed_everything(recipe.seed)
         model = runtime.prepare(build_model(exp.model, data.num_classes, data.in_channels))
-        self.log(f"training the {role} model: {exp.train.epochs} epochs on {len(part)} samples ({runtime.describe()})")
         clock = Stopwatch(runtime).start()
-        every = max(1, exp.train.epochs // 5)
+        images = 0
+        for what, part, stage in stages:
+            self.log(f"training the {role} model{what}: {stage.epochs} epochs on {len(part)} samples ({runtime.describe()})")
+            every = max(1, stage.epochs // 5)
 
-        def progress(epoch: int, logs: dict) -> None:
-            if (epoch + 1) % every == 0 or epoch + 1 == exp.train.epochs:
-                self.log(f"  {role} epoch {epoch + 1}/{exp.train.epochs}: loss {logs['loss']:.4f}")
+            def progress(epoch: int, logs: dict, epochs=stage.epochs) -> None:
+                if (epoch + 1) % every == 0 or epoch + 1 == epochs:
+                    self.log(f"  {role} epoch {epoch + 1}/{epochs}: loss {logs['loss']:.4f}")
 
-        train_recipe(model, part, exp.train, runtime, on_epoch=progress)
+            train_recipe(model, part, stage, runtime, on_epoch=progress)
+            images += stage.epochs * len(part)
         seconds = clock.stop()
         meta = {"role": role, "experiment": exp.name, "train_time_s": seconds, "device": runtime.describe(),
                 "host": socket.gethostname(), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-                "train_images_per_s": exp.train.epochs * len(part) / seconds}
+                "train_images_per_s": images / seconds}
         state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         return state, meta
 
@@ -153,7 +170,7 @@ class ReferenceCache:
             return entry["state_dict"], entry["meta"], "cached", path
         if not allow_training:
             raise RuntimeError(f"the {role} model is not in the cache ({path}); the driver prepares it before trials start")
-        state, meta = self._train(exp, data, runtime, data.retain if role == "retrain" else data.train, role)
+        state, meta = self._train(exp, data, runtime, role)
         payload = {"state_dict": state, "meta": meta}
         if forget is not None:
             payload["forget"] = forget.clone()
@@ -162,10 +179,12 @@ class ReferenceCache:
         return state, meta, "trained", path
 
     def metrics(self, exp: Experiment, data: ExperimentData, runtime: Runtime, state: dict, model_id: str,
-                time_s: float | None) -> dict:
-        """Evaluation of a cached model on this split (cached too, keyed by model and split)."""
+                time_s: float | None, leakage: bool = False) -> dict:
+        """Evaluation of a cached model on this split (cached too, keyed by model and split),
+        with the leakage attack's `pl_forget_acc` when `leakage`."""
         key = digest({"model": model_id, "forget": asdict(exp.forget), "eval": asdict(exp.eval),
-                      "metrics": METRICS_VERSION, "data": data.fingerprint})
+                      "metrics": METRICS_VERSION, "data": data.fingerprint,
+                      "leakage": asdict(exp.leakage) if leakage else None})
         path = self.root / exp.name / f"eval-{key}.json"
         if path.exists():
             try:
@@ -175,6 +194,8 @@ class ReferenceCache:
         model = runtime.prepare(build_model(exp.model, data.num_classes, data.in_channels))
         model.load_state_dict(state)
         result = evaluate(model, data, runtime, exp.eval.batch_size, exp.eval.mia_seed)
+        if leakage:
+            result["pl_forget_acc"] = relearn_accuracy(model, data.forget, runtime, exp.leakage, exp.eval.batch_size)
         result["time_s"] = time_s
         atomic_write_text(path, json.dumps(result, indent=1))
         return result
@@ -182,14 +203,14 @@ class ReferenceCache:
 
 def prepare_references(exp: Experiment, data: ExperimentData, runtime: Runtime, cache_dir: str | Path,
                        original_checkpoint: str | None = None, allow_training: bool = True,
-                       log: Callable[[str], None] = log_stderr) -> References:
+                       log: Callable[[str], None] = log_stderr, leakage: bool = False) -> References:
     cache = ReferenceCache(cache_dir, log)
     refs = References({}, {}, {}, {})
     for role in ("original", "retrain"):
         state, meta, status, path = cache.model(exp, data, runtime, role, allow_training, original_checkpoint)
         # A rebuilt entry keeps its name but is a new model: its creation time is part of the id.
         model_id = file_digest(path) if status == "checkpoint" else f"{path.name}@{meta.get('created')}"
-        metrics = cache.metrics(exp, data, runtime, state, model_id, meta.get("train_time_s"))
+        metrics = cache.metrics(exp, data, runtime, state, model_id, meta.get("train_time_s"), leakage)
         refs.status[role], refs.paths[role] = status, str(path)
         if role == "original":
             refs.original_state, refs.original_metrics = state, metrics

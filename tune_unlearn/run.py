@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight", action="append", default=[], metavar="NAME=VALUE",
                    help=f"objective weight ({', '.join(Weights.names())}; repeatable)")
     p.add_argument("--seed", type=int, help="seed of the unlearning run (default 0)")
+    p.add_argument("--leakage", action="store_true",
+                   help="also measure leakage: forget accuracy a Piggyback mask recovers (pl_forget_acc)")
     p.add_argument("--json", metavar="PATH", help="also write the JSON object to PATH")
     p.add_argument("--save-model", metavar="PATH", help="save the unlearned weights (a state dict) to PATH")
     add_experiment_args(p, default_experiment=None)
@@ -81,9 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed if args.seed is not None else (cfg.seed if cfg and cfg.seed is not None else 0),
     )
     runtime = make_runtime(args.device)
-    prepared = prepare(run.experiment, runtime, args.cache_dir or default_cache_dir(), args.original, args.download)
+    leakage = args.leakage or run.weights.leak > 0
+    prepared = prepare(run.experiment, runtime, args.cache_dir or default_cache_dir(), args.original, args.download,
+                       leakage=leakage)
     log_stderr(f"running {run.method.name} on {run.experiment.name} ({runtime.describe()})")
-    result = run_method(prepared, run.method, run.hparams, run.weights, run.seed)
+    result = run_method(prepared, run.method, run.hparams, run.weights, run.seed, leakage=leakage)
     out = result.to_json()
     out["experiment_overrides"] = overrides
     out["cache"] = {role: {"status": prepared.refs.status[role], "path": prepared.refs.paths[role]}

@@ -57,6 +57,7 @@ class Plan:
     cpus_per_trial: float
     gpus_per_trial: float | None  # None: decided once Ray knows whether there are GPUs
     run_dir: Path
+    leakage: bool = False  # the Piggyback relearning attack in every report (on when weights.leak > 0)
 
     @property
     def method(self) -> str:
@@ -66,7 +67,7 @@ class Plan:
         """The metric(s) Optuna optimises and their modes."""
         if not self.multi_objective:
             return ["objective"], ["max"]
-        names = [c for c in COMPONENT_MODES if c != "leak_gap" or self.weights.leak > 0]
+        names = [c for c in COMPONENT_MODES if c != "leak_gap" or self.leakage]
         return names, [COMPONENT_MODES[c] for c in names]
 
     def to_json(self) -> dict:
@@ -77,7 +78,7 @@ class Plan:
             "weights": asdict(self.weights), "num_samples": self.num_samples, "seed": self.seed,
             "scheduler": self.scheduler, "multi_objective": self.multi_objective,
             "objectives": dict(zip(*self.objectives())), "cache_dir": self.cache_dir, "original": self.original,
-            "cpus_per_trial": self.cpus_per_trial, "gpus_per_trial": self.gpus_per_trial,
+            "cpus_per_trial": self.cpus_per_trial, "gpus_per_trial": self.gpus_per_trial, "leakage": self.leakage,
         }
 
     @classmethod
@@ -89,7 +90,7 @@ class Plan:
         exp = from_mapping(Experiment, saved["experiment_config"], f"{run_dir / SEARCH_FILE}: experiment_config")
         return cls(space, exp, weights, saved["num_samples"], saved["seed"], saved["scheduler"],
                    saved["multi_objective"], saved["cache_dir"], saved["original"], saved["cpus_per_trial"],
-                   saved["gpus_per_trial"], run_dir)
+                   saved["gpus_per_trial"], run_dir, saved.get("leakage", False))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Optuna optimises the objective's components (a Pareto front) instead of their weighted sum")
     p.add_argument("--seed", type=int, default=0, help="seed of the Optuna sampler (default: 0)")
     p.add_argument("--weight", action="append", default=[], metavar="NAME=VALUE", help="override an objective weight")
+    p.add_argument("--leakage", action="store_true",
+                   help="measure leakage (pl_forget_acc, leak_gap) in every trial; on by itself when the leak weight > 0")
     p.add_argument("--storage-path", default="runs", help="where runs live (default: ./runs; shared storage on a cluster)")
     p.add_argument("--name", help="run name (default: <space>-<experiment>-<time>); an existing run of that name resumes")
     p.add_argument("--resume", action="store_true", help="continue the interrupted search --name (default: the latest)")
@@ -157,11 +160,12 @@ def make_plan(args: argparse.Namespace) -> Plan:
                         space.num_samples, space.weights, space.params, space.fixed)
     name = args.name or f"{space.name}-{run.experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = Path(args.storage_path).expanduser().resolve() / name
-    return Plan(space, run.experiment, parse_weights(args.weight, space.weights), args.num_samples or space.num_samples,
+    weights = parse_weights(args.weight, space.weights)
+    return Plan(space, run.experiment, weights, args.num_samples or space.num_samples,
                 args.seed, args.scheduler, args.multi_objective,
                 str(Path(args.cache_dir).expanduser().resolve()) if args.cache_dir else str(default_cache_dir()),
                 str(Path(args.original).resolve()) if args.original else None,
-                args.cpus_per_trial, args.gpus_per_trial, run_dir)
+                args.cpus_per_trial, args.gpus_per_trial, run_dir, args.leakage or weights.leak > 0)
 
 
 def existing_run(args: argparse.Namespace) -> Path | None:
@@ -221,10 +225,10 @@ def prepare_references(plan: Plan, resources: dict, download: bool) -> dict:
     cpus = max(1, min(int(resources.get("CPU", 1)), 8))
 
     @ray.remote(num_cpus=cpus, num_gpus=gpus, max_calls=1)
-    def prepare_task(exp, cache_dir, original, download):
+    def prepare_task(exp, cache_dir, original, download, leakage):
         limit_threads(cpus)
         runtime = make_runtime("auto")
-        prepared = prepare(exp, runtime, cache_dir, original, download)
+        prepared = prepare(exp, runtime, cache_dir, original, download, leakage=leakage)
         refs, data = prepared.refs, prepared.data
         return {"reference": refs.reference_metrics, "original": refs.original_metrics, "status": refs.status,
                 "paths": refs.paths, "device": runtime.describe(),
@@ -232,7 +236,7 @@ def prepare_references(plan: Plan, resources: dict, download: bool) -> dict:
                           "test": len(data.test)}}
 
     try:
-        return ray.get(prepare_task.remote(plan.experiment, plan.cache_dir, plan.original, download))
+        return ray.get(prepare_task.remote(plan.experiment, plan.cache_dir, plan.original, download, plan.leakage))
     except ray.exceptions.RayTaskError as exc:
         if isinstance(exc.cause, UserError):
             raise exc.cause from None
@@ -245,7 +249,7 @@ def make_trainable(plan: Plan, gpus: float):
     from .trainable import TrialJob, unlearning_trial
 
     job = TrialJob(plan.experiment, plan.method, plan.space.fixed, plan.weights, plan.cache_dir, plan.original,
-                   seed=0, cpus=plan.cpus_per_trial)
+                   seed=0, cpus=plan.cpus_per_trial, leakage=plan.leakage)
     return tune.with_resources(tune.with_parameters(unlearning_trial, job=job),
                                {"cpu": plan.cpus_per_trial, "gpu": gpus})
 

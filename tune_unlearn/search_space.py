@@ -23,14 +23,12 @@ bounds, and ranges that let an ordered pair (threshold <= x_init) be violated.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import from_mapping, read_yaml
+from .config import NamedFiles, from_mapping, read_yaml
 from .errors import UserError, one_of
-from .experiment import REPO_ROOT
 from .methods import get_method
 from .methods.base import HParam, Method
 from .objective import Weights
@@ -101,27 +99,15 @@ class SearchSpace:
         return self.fixed.get(name, method.hparam(name).default)
 
 
-def space_dirs() -> list[Path]:
-    dirs = [Path.cwd() / "search_spaces", REPO_ROOT / "search_spaces"]
-    if os.environ.get("TUNE_UNLEARN_SPACES"):
-        dirs.insert(0, Path(os.environ["TUNE_UNLEARN_SPACES"]))
-    return dirs
+SPACE_FILES = NamedFiles("search_spaces", "TUNE_UNLEARN_SPACES", "search-space")
 
 
 def available_spaces() -> list[str]:
-    return sorted({p.stem for d in space_dirs() for p in d.glob("*.yaml")})
+    return SPACE_FILES.names()
 
 
 def find_space_file(name_or_path: str) -> Path | None:
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or os.sep in name_or_path:
-        if not path.is_file():
-            raise UserError(f"no such search-space file: {name_or_path}")
-        return path.resolve()
-    for d in space_dirs():
-        if (d / f"{name_or_path}.yaml").is_file():
-            return (d / f"{name_or_path}.yaml").resolve()
-    return None
+    return SPACE_FILES.find(name_or_path)
 
 
 def load_space(name_or_path: str) -> SearchSpace:

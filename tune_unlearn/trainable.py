@@ -29,6 +29,7 @@ from .runtime import limit_threads, make_runtime
 from .training import Diverged
 
 FINAL_RESULT = "final_result.json"  # in the trial directory: a finished trial is never re-run
+HISTORY = "history.json"  # in the trial directory: every epoch of the run, mask learning included
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class TrialJob:
     original: str | None
     seed: int
     cpus: float
+    leakage: bool = False  # measure pl_forget_acc (and leak_gap) in every report
 
 
 class TrialFailed(RuntimeError):
@@ -73,17 +75,18 @@ _PREPARED: dict[tuple, Prepared] = {}
 
 
 def _prepared(job: TrialJob) -> Prepared:
-    key = (repr(job.experiment), job.cache_dir, job.original)
+    key = (repr(job.experiment), job.cache_dir, job.original, job.leakage)
     if key not in _PREPARED:
         _PREPARED.clear()
         _PREPARED[key] = prepare(job.experiment, make_runtime("auto"), job.cache_dir, job.original,
-                                 allow_training=False, log=lambda message: None)
+                                 allow_training=False, log=lambda message: None, leakage=job.leakage)
     return _PREPARED[key]
 
 
 def unlearning_trial(config: dict, job: TrialJob) -> None:
     started = time.perf_counter()
-    done = Path(tune.get_context().get_trial_dir()) / FINAL_RESULT
+    trial_dir = Path(tune.get_context().get_trial_dir())
+    done = trial_dir / FINAL_RESULT
     if done.exists():  # finished before the search was interrupted: report it again, do not re-run
         tune.report(json.loads(done.read_text()))
         return
@@ -93,7 +96,7 @@ def unlearning_trial(config: dict, job: TrialJob) -> None:
     hparams = method.resolve(job.experiment.method_defaults.get(job.method, {}), job.fixed, config)
     try:
         result = run_method(prepared, method, hparams, job.weights, job.seed,
-                            on_report=lambda r: tune.report(epoch_report(r)))
+                            on_report=lambda r: tune.report(epoch_report(r)), leakage=job.leakage)
     except Diverged as exc:
         raise TrialFailed(f"diverged: {exc}") from None
     except torch.cuda.OutOfMemoryError as exc:
@@ -102,5 +105,6 @@ def unlearning_trial(config: dict, job: TrialJob) -> None:
         raise TrialFailed(f"out of GPU memory: {str(exc).splitlines()[0]}") from None
     final = final_report(result)
     final["trial_time_s"] = time.perf_counter() - started  # the whole trial: data, unlearning, evaluation
+    atomic_write_text(trial_dir / HISTORY, json.dumps(result.history))
     atomic_write_text(done, json.dumps(final))
     tune.report(final)

@@ -27,4 +27,4 @@ def get_method(name: str) -> Method:
 
 
 # The registry lines: importing a module registers its method.
-from . import fanchuan, finetune, kookmin, neggrad_plus, retrain, salun, scrub, selective, ssd  # noqa: E402,F401
+from . import fanchuan, finetune, gc, kookmin, neggrad_plus, retrain, salun, scrub, selective, ssd  # noqa: E402,F401

@@ -1,0 +1,293 @@
+"""One report per search: `report/index.html` (opens offline) and `report/report.md`, built
+from the same sections, with PNG pictures beside them.
+
+Sections: the best trials beside the retrained and original models; the objective over trials
+(and the Pareto front of a multi-objective search); hyperparameter importance and the
+objective against each searched hyperparameter; the paper's Figure 4 (radar of the five
+measures per method, from a compare.csv); the paper's Figure 3 (zero mask entries over
+mask-learning epochs, best trial); each trial's curves over its evaluated epochs.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from analysis import plots
+from analysis.importance import importances
+from tune_unlearn.export import RunRecord, best_table, fmt, load_run, pareto_front
+from tune_unlearn.trainable import HISTORY
+
+
+@dataclass
+class Section:
+    title: str
+    blocks: list = field(default_factory=list)  # ("p", text) | ("table", header, rows) | ("img", file, caption)
+
+    def text(self, value: str) -> "Section":
+        self.blocks.append(("p", value))
+        return self
+
+    def table(self, header: list[str], rows: list[list[str]]) -> "Section":
+        self.blocks.append(("table", header, rows))
+        return self
+
+    def image(self, path: Path, root: Path, caption: str) -> "Section":
+        """A picture, referenced relative to the report directory `root`."""
+        self.blocks.append(("img", path.relative_to(root).as_posix(), caption))
+        return self
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def best_trials(record: RunRecord, top: int) -> Section:
+    s = Section("Best trials beside the retrained and the original model")
+    s.table(*best_table(record, top))
+    s.text("Accuracies and MIA in %; MIA: share of the forget set an attack trained on retain vs test samples "
+           "calls members; MIA cv: the competition kit's forget-vs-test attack accuracy (50 = indistinguishable); "
+           "forget test: the forgotten classes' test samples (class forgetting); PL forget: forget accuracy a "
+           "Piggyback mask recovers (leakage); time: unlearning wall time (retrained/original: their training time).")
+    return s
+
+
+def search_progress(record: RunRecord, out: Path) -> Section:
+    s = Section("The search")
+    finished = sorted(record.finished, key=lambda t: t.result.get("timestamp") or 0)
+    if not finished:
+        return s.text("No trial has finished yet.")
+    best = record.ranked()[0]
+    path = plots.objective_over_trials([t.result["objective"] for t in finished], [t.trial_id for t in finished],
+                                       best.trial_id, out / "objective.png")
+    s.image(path, out, f"Objective of each finished trial and the best so far; the chosen trial ({best.trial_id}) circled.")
+    if record.search.get("multi_objective"):
+        front = {t.trial_id for t in pareto_front(record)}
+        points = {t.trial_id: t.result for t in finished}
+        path = plots.pareto_front(points, front, best.trial_id, out / "pareto.png")
+        s.image(path, out, f"Multi-objective search over {', '.join(record.search['objectives'])}: the {len(front)} trials no "
+                      "other trial dominates (Pareto front), test accuracy against the forget gap, coloured by the "
+                      "time ratio; the star is the trial with the best weighted objective.")
+    return s
+
+
+def importance_section(record: RunRecord, out: Path) -> Section:
+    s = Section("Hyperparameter importance")
+    finished = record.finished
+    params = record.search["params"]
+    table, failed = importances(params, [(t.config, t.result["objective"]) for t in finished])
+    if table:
+        path = plots.importances(table, out / "importance.png")
+        s.image(path, out, "Importance of each searched hyperparameter for the objective, by Optuna's evaluators "
+                      f"(on {len(finished)} finished trials).")
+        names = list(table)
+        order = sorted(params, key=lambda p: -max(table[n].get(p, 0.0) for n in names))
+        s.table(["hyperparameter", *names], [[p, *(fmt(table[n].get(p), 3) for n in names)] for p in order])
+    for name, why in failed.items():
+        s.text(f"{name}: not computed ({why}).")
+    if finished:
+        samples = {p: [t.config.get(p) for t in finished] for p in params}
+        log_params = {p for p, spec in params.items() if spec["type"].startswith("log")}
+        path = plots.objective_vs_params(samples, [t.result["objective"] for t in finished], log_params,
+                                         record.ranked()[0].config, out / "params.png")
+        s.image(path, out, "Objective against each searched hyperparameter (one dot per finished trial, the best starred).")
+    return s
+
+
+def compare_rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def radar_section(compare_csv: Path, out: Path) -> Section:
+    from tune_unlearn.compare import markdown
+
+    s = Section("Methods compared (the paper's Figure 4)")
+    rows = compare_rows(compare_csv)
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["status"] == "ok" and not r["method"].startswith("("):
+            label = r["method"] if r["config"] == "default" else f"{r['method']} ({r['config']})"
+            groups.setdefault(label, []).append(r)
+    keys = ("retain_acc", "forget_acc", "test_acc", "mia", "time_s")
+    means = {label: {k: statistics.mean(float(r[k]) for r in group) for k in keys} for label, group in groups.items()}
+    if means:
+        path = plots.radar(means, out / "radar.png")
+        s.image(path, out, "Retain, forget and test accuracy, MIA and time of each method, each normalised to [0, 1] by "
+                      "the best method (the largest value; for time the fastest), as in the paper's Figure 4. For "
+                      "forget accuracy and MIA, larger is not better: the ideal is the retrained model's value, "
+                      "given in the table below.")
+    table = markdown(rows, f"from {compare_csv}")
+    s.blocks.append(("markdown-table", table))
+    return s
+
+
+def mask_section(record: RunRecord, out: Path) -> Section | None:
+    best = record.ranked()[0] if record.finished else None
+    if best is None:
+        return None
+    history_file = Path(best.path) / HISTORY
+    if not history_file.exists():
+        return None
+    history = json.loads(history_file.read_text())
+    mask = [h for h in history if h.get("phase") == "mask" and "mask_zero_share" in h]
+    if not mask:
+        return None
+    s = Section("Zero mask entries during mask learning (the paper's Figure 3)")
+    path = plots.mask_zero_share([h["epoch"] for h in mask], [h["mask_zero_share"] for h in mask],
+                                 best.result.get("mask_zero_share_scope"), out / "mask_zero_share.png")
+    s.image(path, out, f"Best trial {best.trial_id}: share of mask entries below the threshold after each epoch of mask "
+                  f"learning on the forget set (the paper saw it level off near 88% on ImageNet-100).")
+    return s
+
+
+def curves_section(record: RunRecord, out: Path) -> Section:
+    s = Section("Each trial's curves")
+    reference = record.search.get("reference") or {}
+    keys = {"test_acc": "test", "forget_acc": "forget", "retain_acc": "retain"}
+    shown = 0
+    for t in sorted(record.trials, key=lambda t: -(t.result.get("objective") or -1e9)):
+        epochs = [r for r in t.history if r.get("final") == 0]
+        if not epochs:
+            continue
+        series = {label: [r[k] for r in epochs] for k, label in keys.items()}
+        path = plots.training_curves([r["epoch"] for r in epochs], series,
+                                     {label: reference[k] for k, label in keys.items() if k in reference},
+                                     f"{t.trial_id} ({t.status.lower()}), objective {fmt(t.result.get('objective'), 4)}",
+                                     out / "curves" / f"{t.trial_id}.png")
+        s.image(path, out, f"Trial {t.trial_id}: accuracies after each evaluated epoch (dashed: retrained model).")
+        shown += 1
+    if not shown:
+        s.text("No trial reported per-epoch states (the method has none, or no trial got that far).")
+    return s
+
+
+def status_section(record: RunRecord) -> Section:
+    s = Section("Status")
+    counts: dict[str, int] = {}
+    for t in record.trials:
+        counts[t.status] = counts.get(t.status, 0) + 1
+    search = record.search
+    s.text(f"Method {search['method']} on {search['experiment']} (space {search['space']}); "
+           f"{len(record.finished)} of {search['num_samples']} trials finished "
+           f"({', '.join(f'{v} {k.lower()}' for k, v in sorted(counts.items())) or 'none started'}).")
+    if record.interrupted:
+        s.text(f"INTERRUPTED: this search did not finish; the figures cover the {len(record.finished)} trials that did. "
+               f"Resume it with: python -m tune_unlearn.search --storage-path {record.run_dir.parent} "
+               f"--name {record.run_dir.name} --resume")
+    for t in record.trials:
+        if t.status == "ERROR":
+            s.text(f"Trial {t.trial_id} failed: {t.error}")
+    return s
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(title: str, sections: list[Section]) -> str:
+    out = [f"# {title}", ""]
+    for s in sections:
+        out += [f"## {s.title}", ""]
+        for block in s.blocks:
+            if block[0] == "p":
+                out += [block[1], ""]
+            elif block[0] == "table":
+                out += [_markdown_table(block[1], block[2]), ""]
+            elif block[0] == "markdown-table":
+                out += [block[1], ""]
+            else:
+                out += [f"![{block[2]}]({block[1]})", "", f"*{block[2]}*", ""]
+    return "\n".join(out)
+
+
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _markdown_block_to_html(text: str) -> str:
+    """The compare table (Markdown from compare.py) as HTML: heading, table, note."""
+    parts, table = [], []
+    for line in text.splitlines():
+        if line.startswith("|"):
+            if set(line.replace("|", "").strip()) <= {"-"}:
+                continue
+            table.append([c.strip() for c in line.strip("|").split("|")])
+        elif line.startswith("### "):
+            parts.append(f"<h3>{html.escape(line[4:])}</h3>")
+        elif line.strip():
+            parts.append(f"<p>{html.escape(line)}</p>")
+    if table:
+        parts.insert(1, _html_table(table[0], table[1:]))
+    return "\n".join(parts)
+
+
+STYLE = """
+body { font-family: -apple-system, Segoe UI, Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1100px;
+       color: #222; line-height: 1.45; padding: 0 1em; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 2em; }
+table { border-collapse: collapse; margin: 1em 0; font-size: .85em; display: block; overflow-x: auto; }
+th, td { border: 1px solid #ccc; padding: .25em .5em; text-align: right; white-space: nowrap; }
+th { background: #f3f3f3; } td:first-child, td:nth-child(2) { text-align: left; }
+figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: .85em; color: #555; }
+.curves { display: flex; flex-wrap: wrap; gap: .5em; } .curves figure { width: 32%; margin: 0; }
+.warning { background: #fff4e5; border-left: 4px solid #f0a020; padding: .5em 1em; }
+"""
+
+
+def render_html(title: str, sections: list[Section]) -> str:
+    out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+           f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]
+    for s in sections:
+        out.append(f"<h2>{html.escape(s.title)}</h2>")
+        images = [b for b in s.blocks if b[0] == "img"]
+        grid = len(images) > 3
+        if grid:
+            out.append("<div class='curves'>")
+        for block in s.blocks:
+            if block[0] == "p":
+                cls = " class='warning'" if block[1].startswith("INTERRUPTED") else ""
+                out.append(f"<p{cls}>{html.escape(block[1])}</p>")
+            elif block[0] == "table":
+                out.append(_html_table(block[1], block[2]))
+            elif block[0] == "markdown-table":
+                out.append(_markdown_block_to_html(block[1]))
+            else:
+                out.append(f"<figure><img src='{html.escape(block[1])}' alt='{html.escape(block[2])}'>"
+                           f"<figcaption>{html.escape(block[2])}</figcaption></figure>")
+        if grid:
+            out.append("</div>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def build_report(run_dir: str | Path, compare_csv: str | Path | None = None, top: int = 10) -> Path:
+    """Write run_dir/report/{index.html, report.md, *.png}; return the directory."""
+    record = load_run(run_dir)
+    out = record.run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    for old in [*out.glob("*.png"), *out.glob("curves/*.png")]:  # a re-made report holds only its own pictures
+        old.unlink()
+    sections = [status_section(record), best_trials(record, top), search_progress(record, out),
+                importance_section(record, out)]
+    if compare_csv:
+        sections.append(radar_section(Path(compare_csv), out))
+    mask = mask_section(record, out)
+    if mask:
+        sections.append(mask)
+    sections.append(curves_section(record, out))
+    title = f"tune_unlearn report: {record.run_dir.name}" + (" (interrupted)" if record.interrupted else "")
+    (out / "report.md").write_text(render_markdown(title, sections))
+    (out / "index.html").write_text(render_html(title, sections))
+    return out

@@ -1,0 +1,53 @@
+"""Leakage after unlearning: how much forget accuracy Piggyback learning brings back.
+
+Following Disposable Transfer Learning (Koh et al., 2023): freeze the unlearned model, learn
+a binary mask over its feature extractor (Piggyback, no L1 term) together with a new linear
+classifier, on a fixed part of the forget set for a few epochs, and measure the accuracy on the
+rest of the forget set: `pl_forget_acc`. The new head matters: unlearning often only pushes
+the old head's outputs for forgotten classes down, and a mask cannot undo a bias. Knowledge
+the features still hold comes back; knowledge that is gone does not. Compare it with the
+retrained model under the same attack (the reference carries its own `pl_forget_acc`), not
+with zero: any network's features carry some information about any data.
+
+The probe needs a forget set of at least two classes (a head trained on one class always
+answers that class).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .data import Part
+from .experiment import LeakageSpec
+from .masking import learn_mask, maskable_names, masked_accuracy
+from .runtime import Runtime
+
+
+def attack_split(forget: Part, spec: LeakageSpec) -> tuple[Part, Part]:
+    """The attacker's part of D_f and the held-out rest: fixed for a given seed, so every model
+    of an experiment faces the same attack."""
+    generator = torch.Generator().manual_seed(spec.seed)
+    order = torch.randperm(len(forget), generator=generator)
+    k = min(max(1, round(spec.fraction * len(forget))), len(forget) - 1)
+    return forget.subset(order[:k], "leakage-learn"), forget.subset(order[k:], "leakage-held-out")
+
+
+def relearn_accuracy(model: nn.Module, forget: Part, runtime: Runtime, spec: LeakageSpec, eval_batch_size: int) -> float:
+    """pl_forget_acc (%): accuracy on the held-out forget samples of a copy of `model` whose
+    feature extractor is masked and whose classifier is new, both learned on the attacker's
+    part. `model` itself is not changed."""
+    if len(forget) < 2 or len(torch.unique(forget.labels)) < 2:
+        raise ValueError("the leakage attack needs a forget set of at least two classes")
+    learn, held_out = attack_split(forget, spec)
+    probe = copy.deepcopy(model)
+    with torch.random.fork_rng(devices=[runtime.device] if runtime.cuda else []):
+        torch.manual_seed(spec.seed)  # the new head and the batch order, independent of the run's RNG
+        probe.fc = runtime.prepare(nn.Linear(probe.fc.in_features, probe.fc.out_features))
+        features = [n for n in maskable_names(probe) if not n.startswith("fc.")]
+        mask = learn_mask(probe, learn, runtime, x_init=spec.x_init, threshold=spec.threshold, lam=0.0,
+                          lr=spec.lr, epochs=spec.epochs, batch_size=spec.batch_size, names=features,
+                          trainable=list(probe.fc.parameters()), trainable_lr=spec.head_lr)
+    return masked_accuracy(mask, held_out, runtime, eval_batch_size)

@@ -1,0 +1,82 @@
+"""Gradient Collision (Koh et al.: "Disposable Transfer Learning for Selective Source Task
+Unlearning", ICCV 2023): knowledge disposal of a source task after transfer learning.
+
+For `epochs` passes over the target (retain) set, each step minimises
+
+    CE(target batch) + `gc_weight` * mean over pairs (i < j) of sim(g_i, g_j),
+
+where g_i is the gradient of the source loss (cross-entropy on forget / source batch i) with
+respect to the parameters in `scope`, and sim is their cosine similarity (or inner product).
+Driving the gradients of different source mini-batches apart leaves the model no consistent
+direction for the source task, which is what Piggyback relearning would exploit. SGD
+(momentum 0.9, weight decay 5e-4), cosine decay.
+
+Departures: the gradient inner products are taken over the parameters in `scope` (all by
+default), not only over a feature extractor with a separate source head; the step uses
+`source_batches` source mini-batches drawn anew at every step.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+import torch.nn.functional as F
+
+from ..data import batch_count
+from ..masking import SCOPES, maskable_names, scope_names
+from ..training import cosine_schedule, endless, run_epochs, sgd
+from . import register
+from .base import Choice, Context, Float, Int, Method, UnlearnData
+
+
+def gradient_collision(model, batches: list[tuple[torch.Tensor, torch.Tensor]], params: list[torch.Tensor],
+                       similarity: str = "cosine") -> torch.Tensor:
+    """Mean pairwise similarity of the source-loss gradients of `batches` (differentiable)."""
+    grads = []
+    for x, y in batches:
+        g = torch.autograd.grad(F.cross_entropy(model(x), y), params, create_graph=True)
+        grads.append(torch.cat([t.flatten().float() for t in g]))
+    values = []
+    for a, b in itertools.combinations(grads, 2):
+        values.append(F.cosine_similarity(a, b, dim=0) if similarity == "cosine" else (a * b).sum())
+    return torch.stack(values).mean()
+
+
+@register
+class GradientCollision(Method):
+    name = "gc"
+    epochs_hparam = "epochs"
+    hparams = (
+        Float("gc_weight", 1.0, 1e-2, 1e2, log=True, min=0.0, help="weight of the gradient-collision term"),
+        Choice("similarity", "cosine", ("cosine", "inner"), help="similarity of source gradients to minimise"),
+        Int("epochs", 3, 1, 8, min=1, help="passes over the retain (target) set"),
+        Float("lr", 0.01, 1e-3, 0.1, log=True, min=0.0, help="initial learning rate (cosine to 0)"),
+        Int("source_batches", 2, 2, 4, min=2, help="source mini-batches compared at every step"),
+        Choice("scope", "all", SCOPES, searched=False, help="parameters whose source gradients collide"),
+        Int("source_batch_size", 64, 16, 256, log=True, min=2, searched=False, help="source mini-batch size"),
+    )
+
+    def unlearn(self, model, data: UnlearnData, hp: dict, ctx: Context) -> dict:
+        params = dict(model.named_parameters())
+        scoped = [params[n] for n in scope_names(maskable_names(model), hp["scope"])]  # conv and linear weights
+        source = endless(data.forget, hp["source_batch_size"])
+        bs = ctx.batch_size
+        optimizer = sgd(model.parameters(), hp["lr"])
+        scheduler = cosine_schedule(optimizer, hp["epochs"] * batch_count(len(data.retain), bs))
+        last = {}
+
+        def loss(batch):
+            x, y = batch
+            collision = gradient_collision(model, [next(source) for _ in range(hp["source_batches"])], scoped,
+                                           hp["similarity"])
+            last["collision"] = collision.detach()
+            return F.cross_entropy(model(x), y) + hp["gc_weight"] * collision
+
+        def epoch_end(epoch, logs):
+            ctx.epoch_end("gc", epoch, {**logs, "collision": float(last["collision"])}, True)
+
+        run_epochs(model, ctx.runtime, epochs=hp["epochs"], optimizer=optimizer, scheduler=scheduler, loss_fn=loss,
+                   batches=lambda: data.retain.batches(bs, shuffle=True, augment=True), what="GC loss",
+                   on_epoch=epoch_end)
+        return {"collision_at_end": float(last.get("collision", float("nan")))}
