@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -256,14 +257,18 @@ def table(record: RunRecord, top: int = 5) -> str:
     return "\n".join(lines)
 
 
-def summary(record: RunRecord, run_dir: Path, top: int = 5, wall_s: float | None = None) -> str:
+def summary(record: RunRecord, run_dir: Path, top: int = 5, started: float | None = None) -> str:
+    """The closing text of a search; with `started` (the time this session began), the
+    throughput of the trials that finished in this session."""
     counts: dict[str, int] = {}
     for t in record.trials:
         counts[t.status] = counts.get(t.status, 0) + 1
     lines = [f"\n{len(record.finished)} of {record.search['num_samples']} trials finished "
              f"({', '.join(f'{v} {k.lower()}' for k, v in sorted(counts.items()))})"]
-    if wall_s:
-        lines[0] += f" in {wall_s:.0f} s: {3600 * len(record.finished) / wall_s:.0f} trials/hour"
+    if started:
+        wall_s = time.time() - started
+        now = [t for t in record.finished if (t.result.get("timestamp") or 0) >= started]
+        lines[0] += f"; {len(now)} of them in this session's {wall_s:.0f} s: {3600 * len(now) / wall_s:.0f} trials/hour"
     timed = [t.result for t in record.finished if "trial_time_s" in t.result]
     if timed:
         overhead = [r["trial_time_s"] - r["time_s"] for r in timed]

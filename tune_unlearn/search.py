@@ -348,10 +348,10 @@ def main(argv: list[str] | None = None) -> int:
                               restart_errored=False)
     else:
         tuner = make_tuner(plan, trainable, max_concurrent)
-    start = time.time()
+    started = time.time()
     tuner.fit()
     record = export_run(plan.run_dir, top=args.top)
-    print(summary(record, plan.run_dir, top=args.top, wall_s=time.time() - start), flush=True)
+    print(summary(record, plan.run_dir, top=args.top, started=started), flush=True)
     return 0
 
 
