@@ -88,10 +88,6 @@ class PiggybackMask:
         total = sum(self.real[n].numel() for n in names)
         return float(zeros) / total
 
-    @torch.no_grad()
-    def l1(self) -> float:
-        return float(sum(x.abs().sum() for x in self.real.values()))
-
 
 def learn_mask(
     model: nn.Module,

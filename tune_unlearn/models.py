@@ -55,11 +55,6 @@ def build_model(spec: ModelSpec, num_classes: int, in_channels: int) -> nn.Modul
     return ResNet18(num_classes, in_channels, spec.width, spec.small_input)
 
 
-def describe(spec: ModelSpec, num_classes: int, in_channels: int) -> str:
-    stem = "3x3 stem" if spec.small_input else "7x7 stem"
-    return f"resnet18 (width {spec.width}, {stem}, {in_channels} input channels, {num_classes} classes)"
-
-
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """A state dict from a user's checkpoint: a bare state dict, or one under 'state_dict' /
     'model' (the layouts torchvision, Lightning and most training scripts write); a

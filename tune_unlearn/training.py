@@ -127,9 +127,3 @@ def predict(model: nn.Module, part: Part, runtime: Runtime, batch_size: int) -> 
         logits.append(out.float())
         labels.append(y)
     return torch.cat(logits), torch.cat(labels)
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, part: Part, runtime: Runtime, batch_size: int) -> float:
-    logits, labels = predict(model, part, runtime, batch_size)
-    return 100.0 * (logits.argmax(1) == labels).float().mean().item()
