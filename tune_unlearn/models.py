@@ -27,28 +27,33 @@ class ResNet18(ResNet):
 
     def __init__(self, num_classes: int, in_channels: int = 3, width: int = 64, small_input: bool = True):
         # Build the standard network (torchvision's own initialisation and _make_layer), then
-        # swap what differs. BasicBlock only takes base_width=64, so narrow widths are made by
-        # re-running _make_layer with smaller `planes`.
+        # replace only what differs: the stem for small or non-RGB inputs, and the stages for
+        # another width (BasicBlock only takes base_width=64, so narrow networks re-run
+        # _make_layer with fewer planes).
         super().__init__(BasicBlock, [2, 2, 2, 2], num_classes=num_classes)
-        if width != 64 or in_channels != 3 or small_input:
+        replaced: list[nn.Module] = []
+        if width != 64:
             self.inplanes = width
-            if small_input:
-                self.conv1 = nn.Conv2d(in_channels, width, kernel_size=3, stride=1, padding=1, bias=False)
-                self.maxpool = nn.Identity()
-            else:
-                self.conv1 = nn.Conv2d(in_channels, width, kernel_size=7, stride=2, padding=3, bias=False)
             self.bn1 = nn.BatchNorm2d(width)
             self.layer1 = self._make_layer(BasicBlock, width, 2)
             self.layer2 = self._make_layer(BasicBlock, width * 2, 2, stride=2)
             self.layer3 = self._make_layer(BasicBlock, width * 4, 2, stride=2)
             self.layer4 = self._make_layer(BasicBlock, width * 8, 2, stride=2)
             self.fc = nn.Linear(width * 8, num_classes)
-            for m in self.modules():  # torchvision's initialisation for the replaced modules
-                if isinstance(m, nn.Conv2d):
-                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                elif isinstance(m, nn.BatchNorm2d):
-                    nn.init.ones_(m.weight)
-                    nn.init.zeros_(m.bias)
+            replaced += [self.bn1, self.layer1, self.layer2, self.layer3, self.layer4]
+        if width != 64 or in_channels != 3 or small_input:
+            if small_input:
+                self.conv1 = nn.Conv2d(in_channels, width, kernel_size=3, stride=1, padding=1, bias=False)
+                self.maxpool = nn.Identity()
+            else:
+                self.conv1 = nn.Conv2d(in_channels, width, kernel_size=7, stride=2, padding=3, bias=False)
+            replaced.append(self.conv1)
+        for m in (m for module in replaced for m in module.modules()):  # torchvision's initialisation
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
 
 
 def build_model(spec: ModelSpec, num_classes: int, in_channels: int) -> nn.Module:

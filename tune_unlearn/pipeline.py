@@ -8,6 +8,7 @@ methods only change the model.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -32,12 +33,17 @@ class Prepared:
     data: ExperimentData
     runtime: Runtime
     refs: References
+    _template: nn.Module | None = field(default=None, repr=False)
 
     def model(self, state: dict | None = None) -> nn.Module:
-        """A model of the experiment on the device, holding `state` (default: the original)."""
-        model = build_model(self.experiment.model, self.data.num_classes, self.data.in_channels)
+        """A model of the experiment on the device, holding `state` (default: the original).
+        Copies one template instead of constructing a network per call (every trial makes one)."""
+        if self._template is None:
+            self._template = self.runtime.prepare(
+                build_model(self.experiment.model, self.data.num_classes, self.data.in_channels))
+        model = copy.deepcopy(self._template)
         model.load_state_dict(self.refs.original_state if state is None else state)
-        return self.runtime.prepare(model)
+        return model
 
 
 def prepare(exp: Experiment, runtime: Runtime, cache_dir: str | Path, original_checkpoint: str | None = None,
