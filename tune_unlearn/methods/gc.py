@@ -13,7 +13,8 @@ direction for the source task, which is what Piggyback relearning would exploit.
 
 Departures: the gradient inner products are taken over the parameters in `scope` (all by
 default), not only over a feature extractor with a separate source head; the step uses
-`source_batches` source mini-batches drawn anew at every step.
+`source_batches` source mini-batches drawn anew at every step; the source passes run with
+BatchNorm in eval mode, so they do not drift its statistics towards the source task.
 """
 
 from __future__ import annotations
@@ -68,8 +69,13 @@ class GradientCollision(Method):
 
         def loss(batch):
             x, y = batch
+            # The source passes only produce gradients: in eval mode they leave BatchNorm's
+            # running statistics to the target task (train mode would drift them towards the
+            # source and cost target accuracy at evaluation).
+            model.eval()
             collision = gradient_collision(model, [next(source) for _ in range(hp["source_batches"])], scoped,
                                            hp["similarity"])
+            model.train()
             last["collision"] = collision.detach()
             return F.cross_entropy(model(x), y) + hp["gc_weight"] * collision
 
