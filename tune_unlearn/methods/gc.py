@@ -6,15 +6,18 @@ For `epochs` passes over the target (retain) set, each step minimises
     CE(target batch) + `gc_weight` * mean over pairs (i < j) of sim(g_i, g_j),
 
 where g_i is the gradient of the source loss (cross-entropy on forget / source batch i) with
-respect to the parameters in `scope`, and sim is their cosine similarity (or inner product).
+respect to the parameters in `scope`, and sim is their cosine similarity (or their inner
+product floored at zero).
 Driving the gradients of different source mini-batches apart leaves the model no consistent
 direction for the source task, which is what Piggyback relearning would exploit. SGD
 (momentum 0.9, weight decay 5e-4), cosine decay.
 
 Departures: the gradient inner products are taken over the parameters in `scope` (all by
-default), not only over a feature extractor with a separate source head; the step uses
+default), not only over a feature extractor with a separate source head; the inner product is
+floored at zero (unbounded, it drives the weights to diverge); the step uses
 `source_batches` source mini-batches drawn anew at every step; the source passes run with
-BatchNorm in eval mode, so they do not drift its statistics towards the source task.
+BatchNorm in eval mode, so they do not drift its statistics towards the source task; each
+step's gradient norm is clipped at `max_grad_norm`.
 """
 
 from __future__ import annotations
@@ -40,7 +43,9 @@ def gradient_collision(model, batches: list[tuple[torch.Tensor, torch.Tensor]], 
         grads.append(torch.cat([t.flatten().float() for t in g]))
     values = []
     for a, b in itertools.combinations(grads, 2):
-        values.append(F.cosine_similarity(a, b, dim=0) if similarity == "cosine" else (a * b).sum())
+        # The inner product is floored at zero: below it, minimising only inflates opposed
+        # gradients without bound (the weights diverge); orthogonal is already "apart".
+        values.append(F.cosine_similarity(a, b, dim=0) if similarity == "cosine" else F.relu((a * b).sum()))
     return torch.stack(values).mean()
 
 
@@ -54,6 +59,8 @@ class GradientCollision(Method):
         Int("epochs", 3, 1, 8, min=1, help="passes over the retain (target) set"),
         Float("lr", 0.01, 1e-3, 0.1, log=True, min=0.0, help="initial learning rate (cosine to 0)"),
         Int("source_batches", 2, 2, 4, min=2, help="source mini-batches compared at every step"),
+        Float("max_grad_norm", 5.0, 0.5, 50.0, log=True, min=0.0, searched=False,
+              help="clip the step's gradient norm (second-order terms can be large); 0 turns it off"),
         Choice("scope", "all", SCOPES, searched=False, help="parameters whose source gradients collide"),
         Int("source_batch_size", 64, 16, 256, log=True, min=2, searched=False, help="source mini-batch size"),
     )
@@ -82,7 +89,11 @@ class GradientCollision(Method):
         def epoch_end(epoch, logs):
             ctx.epoch_end("gc", epoch, {**logs, "collision": float(last["collision"])}, True)
 
+        def clip():
+            if hp["max_grad_norm"] > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), hp["max_grad_norm"])
+
         run_epochs(model, ctx.runtime, epochs=hp["epochs"], optimizer=optimizer, scheduler=scheduler, loss_fn=loss,
                    batches=lambda: data.retain.batches(bs, shuffle=True, augment=True), what="GC loss",
-                   on_epoch=epoch_end)
+                   on_epoch=epoch_end, before_step=clip)
         return {"collision_at_end": float(last.get("collision", float("nan")))}
