@@ -59,6 +59,15 @@ def test_config_file_sets_hyperparameters_and_flags_win(capsys, cache, tmp_path)
     assert hp["lam"] == 1e-5 and hp["decay"] == 0.2
 
 
+def test_a_bad_weight_in_a_config_file_is_a_one_line_error(capsys, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("method: selective\nweights: {time: abc}\n")
+    code, _, err = run(capsys, "--config", str(config), "--cache-dir", str(tmp_path / "c"))
+    assert code == 2 and err.count("\n") == 1
+    assert "objective weight time must be a number, got 'abc'" in err
+    assert not (tmp_path / "c").exists()
+
+
 def test_list_shows_experiments_and_methods_with_defaults(capsys):
     code, out, _ = run(capsys, "--list")
     assert code == 0

@@ -47,7 +47,8 @@ def test_yaml_1_1_floats_without_a_dot_are_numbers(tmp_path):
     ({"params": {"decay": {"type": "uniform", "low": 0}}}, "needs both low and high"),
     ({"fixed": {"lam": 1e-5}}, "'lam' is both searched (params) and fixed"),
     ({"fixed": {"decay": -1}}, "decay = -1.0 is out of range"),
-    ({"objective": {"speed": 1}}, "unknown weight 'speed'; allowed: test, forget, mia, time, leak"),
+    ({"objective": {"speed": 1}}, "objective: unknown objective weight 'speed'; allowed: test, forget, mia, time, leak"),
+    ({"objective": {"time": "fast"}}, "objective: objective weight time must be a number, got 'fast'"),
     ({"method": "magic"}, "unknown method 'magic'"),
     ({"num_samples": 0}, "num_samples must be >= 1"),
 ])

@@ -57,14 +57,7 @@ def parse_assignments(items: list[str], flag: str) -> dict:
 
 def parse_weights(items: list[str], base: Weights | None = None) -> Weights:
     """--weight NAME=VALUE on top of `base` (default weights)."""
-    values = dict(vars(base or Weights()))
-    for name, value in parse_assignments(items, "--weight").items():
-        if name not in values:
-            raise UserError(f"unknown objective weight {name!r}; allowed: {', '.join(values)}")
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UserError(f"objective weight {name} must be a number, got {value!r}")
-        values[name] = float(value)
-    return Weights(**values)
+    return (base or Weights()).updated(parse_assignments(items, "--weight"), "--weight")
 
 
 def write_json(path: str | Path, obj) -> None:

@@ -15,7 +15,10 @@ Every component is reported too, so a multi-objective search can use them direct
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
+from typing import Mapping
+
+from .errors import UserError
 
 # Components and the direction a multi-objective search optimises them in.
 COMPONENT_MODES = {"test_ratio": "max", "forget_gap": "min", "mia_gap": "min", "time_ratio": "min", "leak_gap": "min"}
@@ -32,6 +35,19 @@ class Weights:
     @classmethod
     def names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+    def updated(self, values: Mapping, where: str = "") -> "Weights":
+        """These weights with some replaced by `values`, each name and number checked (a
+        UserError prefixed by `where`, the file or flag the values came from)."""
+        merged = asdict(self)
+        prefix = f"{where}: " if where else ""
+        for name, value in values.items():
+            if name not in merged:
+                raise UserError(f"{prefix}unknown objective weight {name!r}; allowed: {', '.join(merged)}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise UserError(f"{prefix}objective weight {name} must be a number, got {value!r}")
+            merged[name] = float(value)
+        return Weights(**merged)
 
 
 def components(metrics: dict, reference: dict) -> dict:

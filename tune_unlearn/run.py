@@ -25,7 +25,7 @@ from .methods import get_method, method_names
 from .objective import Weights
 from .pipeline import prepare, run_method
 from .references import atomic_write, default_cache_dir, log_stderr
-from .run_config import load_run_config, resolve_run, resolve_weights
+from .run_config import load_run_config, resolve_run
 from .runtime import make_runtime
 
 
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides,
         cfg.hparams if cfg else {},
         parse_assignments(args.set, "--set"),
-        weights=parse_weights(args.weight, resolve_weights(cfg.weights if cfg else {})),
+        weights=parse_weights(args.weight, Weights().updated(cfg.weights if cfg else {}, args.config or "")),
         seed=args.seed if args.seed is not None else (cfg.seed if cfg and cfg.seed is not None else 0),
     )
     runtime = make_runtime(args.device)

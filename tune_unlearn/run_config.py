@@ -56,15 +56,6 @@ class ResolvedRun:
     seed: int
 
 
-def resolve_weights(values: dict | None, base: Weights | None = None) -> Weights:
-    merged = dict(vars(base or Weights()))
-    for name, value in (values or {}).items():
-        if name not in merged:
-            raise UserError(f"unknown objective weight {name!r}; allowed: {', '.join(merged)}")
-        merged[name] = float(value)
-    return Weights(**merged)
-
-
 def resolve_run(method: str, experiment: str, experiment_overrides: dict, *hparam_layers: dict,
                 weights: Weights | None = None, seed: int = 0) -> ResolvedRun:
     """Load and validate everything a run needs, raising UserError before any work starts.

@@ -166,7 +166,7 @@ def validate_space(raw: SpaceFile, name: str, where: str) -> SearchSpace:
             fixed[pname] = method.hparam(pname).coerce(value)
         except UserError as exc:
             raise UserError(f"{where}: fixed: {exc}") from None
-    weights = Weights(**{**vars(Weights()), **_check_weights(raw.objective, where)})
+    weights = Weights().updated(raw.objective, f"{where}: objective")
     space = SearchSpace(name, method.name, raw.experiment, raw.description, dict(raw.experiment_overrides),
                         raw.num_samples, weights, params, fixed)
     for a, b in method.ordered:
@@ -178,18 +178,6 @@ def validate_space(raw: SpaceFile, name: str, where: str) -> SearchSpace:
     # The fixed values and each range's ends must pass the method's own checks.
     method.resolve(fixed, {p: spec.bounds()[0] for p, spec in params.items()})
     return space
-
-
-def _check_weights(objective: dict, where: str) -> dict:
-    names = Weights.names()
-    out = {}
-    for key, value in objective.items():
-        if key not in names:
-            raise UserError(f"{where}: objective: unknown weight {key!r}; allowed: {', '.join(names)}")
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UserError(f"{where}: objective weight {key} must be a number, got {value!r}")
-        out[key] = float(value)
-    return out
 
 
 def _check_param(h: HParam, p: ParamSpec, where: str) -> ParamSpec:
