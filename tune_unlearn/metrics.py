@@ -24,6 +24,8 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from .data import ExperimentData
+from .experiment import LeakageSpec
+from .leakage import relearn_accuracy
 from .runtime import Runtime
 from .training import Diverged, predict
 
@@ -73,9 +75,10 @@ def forget_test_attack(forget_loss: np.ndarray, test_loss: np.ndarray, seed: int
 
 
 def evaluate(model: nn.Module, data: ExperimentData, runtime: Runtime, batch_size: int, seed: int = 0,
-             full_retain: bool = True) -> dict:
-    """Accuracies and both attacks. With `full_retain=False` (per-epoch reports) the retain
-    accuracy is estimated on the attack's retain sample (as many samples as the test split)."""
+             full_retain: bool = True, leakage: LeakageSpec | None = None) -> dict:
+    """Accuracies and both attacks, and with a `leakage` spec the Piggyback relearning attack
+    (`pl_forget_acc`). With `full_retain=False` (per-epoch reports) the retain accuracy is
+    estimated on the attack's retain sample (as many samples as the test split)."""
     retain = data.retain
     if not full_retain and len(retain) > len(data.test):
         positions = torch.from_numpy(_balanced(np.random.default_rng(seed + 1), len(retain), len(data.test)))
@@ -94,4 +97,6 @@ def evaluate(model: nn.Module, data: ExperimentData, runtime: Runtime, batch_siz
     if data.test_forget is not None:  # class forgetting: the forgotten classes' test samples
         logits, labels = predict(model, data.test_forget, runtime, batch_size)
         out["forget_test_acc"] = 100.0 * float((logits.argmax(1) == labels).float().mean())
+    if leakage is not None:
+        out["pl_forget_acc"] = relearn_accuracy(model, data.forget, runtime, leakage, batch_size)
     return out

@@ -17,7 +17,6 @@ from torch import nn
 
 from .data import ExperimentData, load_data
 from .experiment import Experiment
-from .leakage import relearn_accuracy
 from .methods import get_method
 from .methods.base import Context, Method, UnlearnData
 from .metrics import evaluate
@@ -117,10 +116,8 @@ def run_method(prepared: Prepared, method: str | Method, hparams: dict, weights:
         return comps, objective(comps, weights)
 
     def measure(full_retain: bool) -> dict:
-        metrics = evaluate(model, data, runtime, exp.eval.batch_size, exp.eval.mia_seed, full_retain=full_retain)
-        if leakage:
-            metrics["pl_forget_acc"] = relearn_accuracy(model, data.forget, runtime, exp.leakage, exp.eval.batch_size)
-        return metrics
+        return evaluate(model, data, runtime, exp.eval.batch_size, exp.eval.mia_seed, full_retain=full_retain,
+                        leakage=exp.leakage if leakage else None)
 
     def epoch_end(phase: str, epoch: int, logs: dict, worth_evaluating: bool) -> None:
         history.append({"phase": phase, "epoch": epoch + 1, "time_s": clock.elapsed, **logs})

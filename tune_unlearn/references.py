@@ -33,7 +33,6 @@ import torch
 
 from .data import ExperimentData
 from .experiment import Experiment
-from .leakage import relearn_accuracy
 from .metrics import evaluate
 from .models import build_model, load_state_checked, read_checkpoint
 from .runtime import Runtime, Stopwatch, seed_everything
@@ -193,9 +192,8 @@ class ReferenceCache:
                 self.log(f"cache entry {path} is unreadable; re-evaluating")
         model = runtime.prepare(build_model(exp.model, data.num_classes, data.in_channels))
         model.load_state_dict(state)
-        result = evaluate(model, data, runtime, exp.eval.batch_size, exp.eval.mia_seed)
-        if leakage:
-            result["pl_forget_acc"] = relearn_accuracy(model, data.forget, runtime, exp.leakage, exp.eval.batch_size)
+        result = evaluate(model, data, runtime, exp.eval.batch_size, exp.eval.mia_seed,
+                          leakage=exp.leakage if leakage else None)
         result["time_s"] = time_s
         atomic_write_text(path, json.dumps(result, indent=1))
         return result
