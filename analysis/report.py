@@ -10,7 +10,6 @@ mask-learning epochs, best trial); each trial's curves over its evaluated epochs
 
 from __future__ import annotations
 
-import csv
 import html
 import json
 import statistics
@@ -97,16 +96,11 @@ def importance_section(record: RunRecord, out: Path) -> Section:
     return s
 
 
-def compare_rows(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def radar_section(compare_csv: Path, out: Path) -> Section:
-    from tune_unlearn.compare import markdown
+    from tune_unlearn.compare import markdown, read_rows
 
     s = Section("Methods compared (the paper's Figure 4)")
-    rows = compare_rows(compare_csv)
+    rows = read_rows(compare_csv)
     groups: dict[str, list[dict]] = {}
     for r in rows:
         if r["status"] == "ok" and not r["method"].startswith("("):

@@ -116,6 +116,20 @@ def finetune(model: nn.Module, part: Part, runtime: Runtime, *, epochs: int, lr:
                  scheduler=scheduler, on_epoch=on_epoch, what="fine-tuning loss", before_step=before_step)
 
 
+def accumulate_gradients(model: nn.Module, terms: Iterable[tuple[Part, float]], runtime: Runtime,
+                         batch_size: int) -> None:
+    """Fresh .grad of the sum over (part, sign) terms of sign * the batch cross-entropies, in
+    eval mode so that BatchNorm statistics do not move (the saliency passes of SalUn and
+    Kookmin)."""
+    model.eval()
+    model.zero_grad(set_to_none=True)
+    for part, sign in terms:
+        for x, y in part.batches(batch_size):
+            with runtime.autocast():
+                loss = sign * F.cross_entropy(model(x), y)
+            loss.backward()
+
+
 @torch.no_grad()
 def predict(model: nn.Module, part: Part, runtime: Runtime, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Float32 logits and labels of every sample of `part`, in order, in eval mode."""

@@ -17,10 +17,9 @@ fine-tuning uses the experiment's augmentation.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..training import train_epochs
+from ..training import accumulate_gradients, train_epochs
 from . import register
 from .base import Context, Float, Int, Method, UnlearnData
 
@@ -52,14 +51,8 @@ class Kookmin(Method):
     def unlearn(self, model, data: UnlearnData, hp: dict, ctx: Context) -> dict:
         bs, runtime = hp["batch_size"], ctx.runtime
         # 1. gradients: +CE on a retain subset of |D_f| samples, -CE on D_f
-        model.eval()
-        model.zero_grad(set_to_none=True)
         subset = data.retain.subset(torch.randperm(len(data.retain))[: len(data.forget)])
-        for part, sign in ((subset, 1.0), (data.forget, -1.0)):
-            for x, y in part.batches(bs):
-                with runtime.autocast():
-                    loss = sign * F.cross_entropy(model(x), y)
-                loss.backward()
+        accumulate_gradients(model, ((subset, 1.0), (data.forget, -1.0)), runtime, bs)
         # 2. re-initialise the weights with the smallest |gradient| in every conv layer
         scales, reinit = {}, 0
         with torch.no_grad():

@@ -15,10 +15,9 @@ the training uses the experiment's augmentation.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from ..data import batch_count
-from ..training import cosine_schedule, sgd, train_epochs
+from ..training import accumulate_gradients, cosine_schedule, sgd, train_epochs
 from . import register
 from .base import Context, Float, Int, Method, UnlearnData
 
@@ -36,12 +35,7 @@ class SalUn(Method):
     def unlearn(self, model, data: UnlearnData, hp: dict, ctx: Context) -> dict:
         runtime, bs = ctx.runtime, ctx.batch_size
         # 1. saliency of every parameter for the forgetting loss
-        model.eval()
-        model.zero_grad(set_to_none=True)
-        for x, y in data.forget.batches(bs):
-            with runtime.autocast():
-                loss = -F.cross_entropy(model(x), y)
-            loss.backward()
+        accumulate_gradients(model, ((data.forget, -1.0),), runtime, bs)
         params = [p for p in model.parameters() if p.grad is not None]
         magnitudes = torch.cat([p.grad.abs().flatten().float() for p in params])
         k = max(1, round(hp["mask_ratio"] * magnitudes.numel()))
