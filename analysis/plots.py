@@ -67,23 +67,23 @@ def objective_over_trials(values: Sequence[float], labels: Sequence[str], best_l
 
 
 def pareto_front(points: dict[str, dict], front: set[str], chosen: str, path: Path) -> Path:
-    """Test accuracy against forget gap, coloured by time ratio; the front joined, the chosen
-    configuration marked."""
+    """Validation accuracy against forget gap, coloured by cost ratio; the front joined, the
+    chosen configuration marked."""
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     gaps = [p["forget_gap"] for p in points.values()]
-    tests = [p["test_acc"] for p in points.values()]
-    times = [p["time_ratio"] for p in points.values()]
-    sc = ax.scatter(gaps, tests, c=times, cmap="viridis", s=28)
-    fig.colorbar(sc, ax=ax, label="time / retraining time")
-    on_front = sorted((points[t]["forget_gap"], points[t]["test_acc"]) for t in front)
+    tests = [p["val_acc"] for p in points.values()]
+    costs = [p["cost_ratio"] for p in points.values()]
+    sc = ax.scatter(gaps, tests, c=costs, cmap="viridis", s=28)
+    fig.colorbar(sc, ax=ax, label="cost / retraining cost")
+    on_front = sorted((points[t]["forget_gap"], points[t]["val_acc"]) for t in front)
     if on_front:
         ax.plot(*zip(*on_front), color="black", lw=1, alpha=0.6, label="Pareto front (all components)")
         ax.scatter(*zip(*on_front), s=60, facecolors="none", edgecolors="black")
     if chosen in points:
-        ax.scatter([points[chosen]["forget_gap"]], [points[chosen]["test_acc"]], marker="*", s=250, color="red",
+        ax.scatter([points[chosen]["forget_gap"]], [points[chosen]["val_acc"]], marker="*", s=250, color="red",
                    label="chosen (best objective)")
-    ax.set_xlabel("|forget accuracy - retrained| (points, lower is better)")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_xlabel("forget gap (spreads of the retrained models beyond the first, lower is better)")
+    ax.set_ylabel("validation accuracy (%)")
     ax.legend(fontsize=8, loc="lower left")
     ax.grid(alpha=0.3)
     return _save(fig, path)

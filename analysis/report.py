@@ -47,10 +47,15 @@ class Section:
 def best_trials(record: RunRecord, top: int) -> Section:
     s = Section("Best trials beside the retrained and the original model")
     s.table(*best_table(record, top))
-    s.text("Accuracies and MIA in %; MIA: share of the forget set an attack trained on retain vs test samples "
-           "calls members; MIA cv: the competition kit's forget-vs-test attack accuracy (50 = indistinguishable); "
-           "forget test: the forgotten classes' test samples (class forgetting); PL forget: forget accuracy a "
-           "Piggyback mask recovers (leakage); time: unlearning wall time (retrained/original: their training time).")
+    s.text("objective: what the search maximised, on the validation split: the gaps to the retrained models in units "
+           "of their spread beyond the first, plus the cost ratio (0 is ideal); test obj.: the same on the test split. "
+           "The measures are the test split's (final numbers). retrained (K): K models retrained with different seeds, "
+           "mean ± sd, each scored against the others (what a perfect unlearning scores); original: no unlearning "
+           "(time and cost 0). Accuracies and MIA in %; MIA: share of the forget set an attack trained on retain vs "
+           "held-out samples calls members; MIA cv: the competition kit's forget-vs-held-out attack accuracy "
+           "(50 = indistinguishable); forget test: the forgotten classes' test samples (class forgetting); PL forget: "
+           "forget accuracy a Piggyback mask recovers (leakage); cost %: multiply-accumulates as a share of "
+           "retraining's; time: unlearning wall time (retrained: training time).")
     return s
 
 
@@ -68,8 +73,8 @@ def search_progress(record: RunRecord, out: Path) -> Section:
         points = {t.trial_id: t.result for t in finished}
         path = plots.pareto_front(points, front, best.trial_id, out / "pareto.png")
         s.image(path, out, f"Multi-objective search over {', '.join(record.search['objectives'])}: the {len(front)} trials no "
-                      "other trial dominates (Pareto front), test accuracy against the forget gap, coloured by the "
-                      "time ratio; the star is the trial with the best weighted objective.")
+                      "other trial dominates (Pareto front), validation accuracy against the forget gap, coloured by "
+                      "the cost ratio; the star is the trial with the best weighted objective.")
     return s
 
 
@@ -141,7 +146,7 @@ def mask_section(record: RunRecord, out: Path) -> Section | None:
 def curves_section(record: RunRecord, out: Path) -> Section:
     s = Section("Each trial's curves")
     reference = record.search.get("reference") or {}
-    keys = {"test_acc": "test", "forget_acc": "forget", "retain_acc": "retain"}
+    keys = {"val_acc": "val", "forget_acc": "forget", "retain_acc": "retain"}  # per-epoch reports: validation
     shown = 0
     for t in sorted(record.trials, key=lambda t: -(t.result.get("objective") or -1e9)):
         epochs = [r for r in t.history if r.get("final") == 0]
@@ -152,7 +157,7 @@ def curves_section(record: RunRecord, out: Path) -> Section:
                                      {label: reference[k] for k, label in keys.items() if k in reference},
                                      f"{t.trial_id} ({t.status.lower()}), objective {fmt(t.result.get('objective'), 4)}",
                                      out / "curves" / f"{t.trial_id}.png")
-        s.image(path, out, f"Trial {t.trial_id}: accuracies after each evaluated epoch (dashed: retrained model).")
+        s.image(path, out, f"Trial {t.trial_id}: validation-split accuracies after each evaluated epoch (dashed: mean of the retrained models).")
         shown += 1
     if not shown:
         s.text("No trial reported per-epoch states (the method has none, or no trial got that far).")

@@ -1,5 +1,7 @@
+import dataclasses
 import gzip
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -92,19 +94,19 @@ def test_fashion_mnist_reader_on_generated_idx_files(tmp_path):
     write("t10k-images-idx3-ubyte", 0x0803, rng.integers(0, 255, (20, 28, 28)))
     write("t10k-labels-idx1-ubyte", 0x0801, np.arange(20) % 10)
     data = load_data(load_experiment("fmnist", {"dataset.root": str(tmp_path)}))
-    assert len(data.train) == 50 and len(data.test) == 20 and len(data.forget) == 5
+    assert len(data.train) == 50 and len(data.val) == len(data.test) == 10 and len(data.forget) == 5
 
 
 def test_cifar_reader_on_a_generated_fixture(tmp_path):
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
     rng = np.random.default_rng(0)
-    for name, n in [*[(f"data_batch_{i}", 8) for i in range(1, 6)], ("test_batch", 10)]:
+    for name, n in [*[(f"data_batch_{i}", 8) for i in range(1, 6)], ("test_batch", 20)]:
         entry = {"data": rng.integers(0, 255, (n, 3072), dtype=np.uint8), "labels": list(np.arange(n) % 10)}
         with open(folder / name, "wb") as f:
             pickle.dump(entry, f)
     data = load_data(load_experiment("cifar10", {"dataset.root": str(tmp_path)}))
-    assert len(data.train) == 40 and len(data.test) == 10 and data.in_channels == 3
+    assert len(data.train) == 40 and len(data.val) == len(data.test) == 10 and data.in_channels == 3
     x, y = next(data.train.batches(16, shuffle=True, augment=True))
     assert x.shape[1:] == (3, 32, 32) and x.shape[0] <= 16
 
@@ -126,9 +128,61 @@ def test_imagefolder_tree_on_a_generated_fixture(tmp_path):
     exp = load_experiment("imagenet100", {"dataset.root": str(tmp_path), "dataset.image_size": 32,
                                           "dataset.workers": 0, "forget.fraction": 0.2})
     data = load_data(exp)
-    assert data.num_classes == 3 and len(data.train) == 18 and len(data.test) == 6
+    assert data.num_classes == 3 and len(data.train) == 18 and len(data.val) == len(data.test) == 3
     assert len(data.forget) == 4
     x, y = next(data.forget.batches(4, shuffle=True, augment=True))
     assert x.shape == (4, 3, 32, 32) and y.shape == (4,)
     with pytest.raises(UserError, match="forget class 5 does not exist"):
         load_data(load_experiment("imagenet100", {"dataset.root": str(tmp_path), "forget.classes": [5]}))
+
+
+def test_validation_split_is_disjoint_stratified_and_seeded(tiny_experiment):
+    data = load_data(tiny_experiment)
+    val, test = set(data.val.indices.tolist()), set(data.test.indices.tolist())
+    assert val and test and not val & test  # both carved from the held-out split, disjoint
+    assert len(val) + len(test) == data.fingerprint["n_test"]
+    # stratified: every class in both, in nearly equal shares
+    assert set(data.val.labels.tolist()) == set(data.test.labels.tolist()) == set(range(10))
+    assert abs(len(val) - len(test)) <= 10
+    again = load_data(tiny_experiment)
+    assert torch.equal(again.val.indices, data.val.indices)
+
+
+def test_class_forgetting_splits_validation_too():
+    data = load_data(load_experiment("digits_class", {"model.width": 4}))
+    assert 3 not in data.val.labels.tolist() and set(data.val_forget.labels.tolist()) == {3}
+    assert not set(data.val_forget.indices.tolist()) & set(data.test_forget.indices.tolist())
+
+
+def test_the_validation_split_never_reaches_a_method(prepared):
+    from tune_unlearn.methods.base import Method
+    from tune_unlearn.pipeline import run_method
+
+    seen = []
+
+    class Spy(Method):
+        name, hparams = "spy", ()
+
+        def unlearn(self, model, data, hp, ctx):
+            seen.extend(getattr(data, f.name) for f in dataclasses.fields(data))
+            return {}
+
+    result = run_method(prepared, Spy(), {})
+    parts = [p for p in seen if hasattr(p, "indices")]
+    assert len(parts) == 3 and all(p._images is prepared.data.train._images for p in parts)  # training images only
+    assert "val_acc" in result.metrics and "test_acc" in result.test_metrics
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"dataset.val_fraction": 0.0}, "val_fraction must lie in (0, 1), got 0.0"),
+    ({"dataset.val_fraction": 1.5}, "val_fraction must lie in (0, 1), got 1.5"),
+    ({"retrained_models": 0}, "retrained_models must be >= 1, got 0"),
+])
+def test_bad_validation_and_ensemble_settings_are_refused(overrides, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        load_experiment("digits", overrides)
+
+
+def test_a_validation_fraction_that_empties_a_class_is_refused():
+    with pytest.raises(UserError, match="val_fraction 0.01"):
+        load_data(load_experiment("digits", {"dataset.val_fraction": 0.01}))

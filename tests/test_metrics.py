@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from tune_unlearn.metrics import forget_test_attack, member_rate, sample_features
-from tune_unlearn.objective import Weights, components, objective
 from tune_unlearn.training import Diverged
 
 
@@ -41,15 +40,3 @@ def test_competition_attack_is_chance_when_indistinguishable_and_perfect_when_se
     assert 40 <= same <= 60
     assert forget_test_attack(rng.normal(0.01, 0.001, 300), rng.normal(3, 0.1, 300)) == 100.0
     assert forget_test_attack(np.ones(5), np.ones(5)) is None  # too few samples to cross-validate
-
-
-def test_objective_arithmetic():
-    ref = {"test_acc": 90.0, "forget_acc": 88.0, "mia": 40.0, "time_s": 100.0}
-    run = {"test_acc": 81.0, "forget_acc": 98.0, "mia": 55.0, "time_s": 10.0}
-    comps = components(run, ref)
-    assert comps == pytest.approx({"test_ratio": 0.9, "forget_gap": 10.0, "mia_gap": 15.0, "time_ratio": 0.1})
-    w = Weights(test=1.0, forget=2.0, mia=1.0, time=0.5)
-    assert objective(comps, w) == pytest.approx(0.9 - 0.2 - 0.15 - 0.05)
-    assert objective(components(ref, ref), Weights(time=0.0)) == pytest.approx(1.0)  # the retrained model
-    with pytest.raises(ValueError):
-        objective({**comps, "forget_gap": float("nan")}, w)

@@ -20,36 +20,64 @@ def _count_training(monkeypatch):
     return calls
 
 
+ALL_TRAINED = {"original": "trained", "retrain-0": "trained", "retrain-1": "trained", "retrain-2": "trained"}
+ALL_CACHED = {role: "cached" for role in ALL_TRAINED}
+
+
 def test_second_prepare_is_a_cache_hit_and_says_so(tiny_experiment, runtime, tmp_path, monkeypatch):
     calls = _count_training(monkeypatch)
     first = prepare(tiny_experiment, runtime, tmp_path, log=lambda m: None)
-    assert first.refs.status == {"original": "trained", "retrain": "trained"} and len(calls) == 2
+    assert first.refs.status == ALL_TRAINED and len(calls) == 4  # the original and K = 3 retrained models
     messages = []
     second = prepare(tiny_experiment, runtime, tmp_path, log=messages.append)
-    assert second.refs.status == {"original": "cached", "retrain": "cached"} and len(calls) == 2
-    assert sum("cache hit" in m for m in messages) == 2
-    assert second.refs.reference_metrics == first.refs.reference_metrics
+    assert second.refs.status == ALL_CACHED and len(calls) == 4
+    assert sum("cache hit" in m for m in messages) == 4
+    assert second.refs.retrained == first.refs.retrained
     assert all(torch.equal(first.refs.original_state[k], second.refs.original_state[k]) for k in first.refs.original_state)
 
 
-def test_a_new_forget_seed_reuses_the_original_and_retrains_only_the_reference(tiny_experiment, runtime, tmp_path):
+def test_the_retrained_models_differ_and_their_ensemble_has_a_spread(prepared):
+    refs = prepared.refs
+    states = refs.retrain_states
+    assert len(states) == 3 and not torch.equal(states[0]["fc.weight"], states[1]["fc.weight"])
+    reference = refs.reference("val")
+    assert reference["n_models"] == 3
+    values = [m["val"]["val_acc"] for m in refs.retrained]
+    assert reference["val_acc"] == pytest.approx(sum(values) / 3)
+    assert reference["val_acc_sd"] == pytest.approx(torch.tensor(values).std().item())
+    assert reference["cost"] > 0 and reference["time_s"] > 0  # training cost (MACs) and time, for the cost ratio
+
+
+def test_growing_the_ensemble_trains_only_the_new_model(tiny_experiment, runtime, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    calls = _count_training(monkeypatch)
+    two = prepare(replace(tiny_experiment, retrained_models=2), runtime, tmp_path, log=lambda m: None).refs
+    assert len(calls) == 3 and two.reference("val")["n_models"] == 2
+    three = prepare(tiny_experiment, runtime, tmp_path, log=lambda m: None).refs
+    assert len(calls) == 4  # one more retrained model, nothing else
+    assert three.status == {**ALL_CACHED, "retrain-2": "trained"}
+    assert three.retrained[:2] == two.retrained
+
+
+def test_a_new_forget_seed_reuses_the_original_and_retrains_only_the_references(tiny_experiment, runtime, tmp_path):
     from dataclasses import replace
 
     prepare(tiny_experiment, runtime, tmp_path, log=lambda m: None)
     other = replace(tiny_experiment, forget=replace(tiny_experiment.forget, seed=1))
     refs = prepare(other, runtime, tmp_path, log=lambda m: None).refs
-    assert refs.status == {"original": "cached", "retrain": "trained"}
+    assert refs.status == {**ALL_TRAINED, "original": "cached"}
 
 
 def test_a_corrupt_entry_is_rebuilt(tiny_experiment, runtime, tmp_path, monkeypatch):
     refs = prepare(tiny_experiment, runtime, tmp_path, log=lambda m: None).refs
-    with open(refs.paths["retrain"], "wb") as f:
+    with open(refs.paths["retrain-1"], "wb") as f:
         f.write(b"not a checkpoint")
     messages = []
     again = prepare(tiny_experiment, runtime, tmp_path, log=messages.append).refs
-    assert again.status == {"original": "cached", "retrain": "trained"}
+    assert again.status == {**ALL_CACHED, "retrain-1": "trained"}
     assert any("unusable" in m for m in messages)
-    assert torch.load(again.paths["retrain"], weights_only=True)["meta"]["role"] == "retrain"
+    assert torch.load(again.paths["retrain-1"], weights_only=True)["meta"]["role"] == "retrain"
 
 
 def test_trials_never_train(tiny_experiment, runtime, tmp_path):
@@ -74,7 +102,7 @@ def test_a_user_checkpoint_replaces_the_original(prepared, tiny_experiment, runt
     torch.save({"state_dict": {f"module.{k}": v for k, v in prepared.refs.original_state.items()}}, path)
     refs = prepare(tiny_experiment, runtime, tmp_path / "cache", original_checkpoint=str(path), log=lambda m: None).refs
     assert refs.status["original"] == "checkpoint"
-    assert refs.original_metrics["test_acc"] == pytest.approx(prepared.refs.original_metrics["test_acc"])
+    assert refs.original["test"]["test_acc"] == pytest.approx(prepared.refs.original["test"]["test_acc"])
 
 
 def test_a_mismatched_checkpoint_is_a_one_line_error(prepared, tiny_experiment, runtime, tmp_path):

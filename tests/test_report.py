@@ -47,13 +47,16 @@ def test_report_of_a_finished_search(finished_search, tmp_path, session_cache, c
         results = {r["trial_id"]: r for r in csv.DictReader(f)}
     rows = markdown_rows(md, "Best trials beside the retrained and the original model")
     header, body = rows[0], rows[1:]
-    trials = [r for r in body if r[1] in results]
-    assert len(trials) == 3 and [r[1] for r in body[-2:]] == ["retrained", "original"]
-    for row in trials:
+    trials = [r for r in body if r[0]]  # ranked rows; the baselines have no rank
+    assert len(trials) == 3 and [r[1] for r in body[-2:]] == ["retrained (3)", "original"]
+    for row in trials:  # the objective is the validation split's; the measures are the test split's
         measured = results[row[1]]
-        assert row[header.index("objective")] == f"{float(measured['objective']):.4f}"
-        for column, key in (("test", "test_acc"), ("forget", "forget_acc"), ("MIA", "mia"), ("time s", "time_s")):
+        assert row[header.index("objective")] == f"{float(measured['objective']):.3f}"
+        assert row[header.index("test obj.")] == f"{float(measured['test_objective']):.3f}"
+        for column, key in (("test", "test_acc"), ("forget", "forget_acc"), ("MIA", "test_mia"), ("time s", "time_s")):
             assert row[header.index(column)] == f"{float(measured[key]):.2f}", (column, row)
+    original = results["original"]
+    assert body[-1][header.index("objective")] == f"{float(original['objective']):.3f}"
     objectives = [float(r[header.index("objective")]) for r in trials]
     assert objectives == sorted(objectives, reverse=True)
     assert "PED-ANOVA" in md and "| finetune |" in md

@@ -33,8 +33,13 @@ def test_run_prints_one_json_object_and_reuses_the_cache(capsys, cache, tmp_path
     assert code == 0, err
     result = json.loads(out)
     assert set(result) >= {"method", "experiment", "hparams", "metrics", "reference", "original", "objective", "components"}
-    for block in ("metrics", "reference", "original"):
-        assert set(result[block]) >= {"retain_acc", "forget_acc", "test_acc", "mia", "mia_cv_acc", "time_s"}
+    for block in ("metrics", "reference", "original"):  # the validation split: what a search optimises
+        assert set(result[block]) >= {"retain_acc", "forget_acc", "val_acc", "mia", "mia_cv_acc", "time_s", "cost"}
+    for block in ("test_metrics", "reference_test", "original_test"):  # the test split: final numbers
+        assert set(result[block]) >= {"retain_acc", "forget_acc", "test_acc", "mia", "mia_cv_acc", "time_s", "cost"}
+    assert result["reference"]["n_models"] == 3 and "val_acc_sd" in result["reference"]
+    assert result["original"]["cost"] == 0 and result["original"]["time_s"] == 0  # an unlearning that does nothing
+    assert 0 < result["components"]["cost_ratio"] < 1
     assert result["hparams"]["ft_epochs"] == 1 and result["hparams"]["mask_batch_size"] == 64  # experiment default
     assert set(result["stats"]) >= {"mask_zero_share", "mask_zero_share_scope", "decayed_weights"}
     assert json.loads((tmp_path / "r.json").read_text())["objective"] == result["objective"]
@@ -43,7 +48,7 @@ def test_run_prints_one_json_object_and_reuses_the_cache(capsys, cache, tmp_path
 
     code, out, err = run(capsys, "--cache-dir", cache, *FAST, "--set", "lam=1e-7", "--set", "decay=0.5")
     assert code == 0
-    assert "cache hit: original model" in err and "cache hit: retrain model" in err
+    assert "cache hit: original model" in err and "cache hit: retrain model (seed 2)" in err
     assert "training the" not in err
     again = json.loads(out)
     assert again["hparams"]["lam"] == 1e-7 and again["hparams"]["decay"] == 0.5
@@ -61,10 +66,10 @@ def test_config_file_sets_hyperparameters_and_flags_win(capsys, cache, tmp_path)
 
 def test_a_bad_weight_in_a_config_file_is_a_one_line_error(capsys, tmp_path):
     config = tmp_path / "run.yaml"
-    config.write_text("method: selective\nweights: {time: abc}\n")
+    config.write_text("method: selective\nweights: {cost: abc}\n")
     code, _, err = run(capsys, "--config", str(config), "--cache-dir", str(tmp_path / "c"))
     assert code == 2 and err.count("\n") == 1
-    assert "objective weight time must be a number, got 'abc'" in err
+    assert "objective weight cost must be a number >= 0, got 'abc'" in err
     assert not (tmp_path / "c").exists()
 
 

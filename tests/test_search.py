@@ -21,12 +21,17 @@ from tune_unlearn.report import main as report_main
 from tune_unlearn.run import main as run_main
 
 REPO = Path(__file__).resolve().parent.parent
-COMPONENTS = ("test_ratio", "forget_gap", "mia_gap", "time_ratio")
+COMPONENTS = ("retain_gap", "forget_gap", "heldout_gap", "mia_gap", "cost_ratio")
 
 
 def read_csv(path):
     with open(path) as f:
         return list(csv.DictReader(f))
+
+
+def trial_rows(path):
+    """results.csv without its baseline rows (the original and the retrained models)."""
+    return [r for r in read_csv(path) if r["status"] != "BASELINE"]
 
 
 def reports(trial_dir):
@@ -35,24 +40,45 @@ def reports(trial_dir):
 
 def test_search_runs_every_trial_reports_finite_objectives_and_exports(finished_search, capsys):
     run_dir = finished_search
-    rows = read_csv(run_dir / "results.csv")
+    rows = trial_rows(run_dir / "results.csv")
     assert len(rows) == 3 and {r["status"] for r in rows} == {"TERMINATED"}
     assert set(rows[0]) >= {"trial_id", "status", "lam", "decay", "ft_epochs", "retain_acc", "forget_acc",
-                            "test_acc", "mia", "time_s", "objective", *COMPONENTS}
+                            "val_acc", "mia", "time_s", "cost", "objective", *COMPONENTS,
+                            "test_acc", "test_mia", "test_objective"}
     for trial_dir in run_dir.glob("trial_*"):
         lines = reports(trial_dir)
         config = json.loads((trial_dir / "params.json").read_text())
         assert len(lines) == config["ft_epochs"] + 1  # one report per fine-tuning epoch, then the final one
         for r in lines:
             assert math.isfinite(r["objective"]) and all(math.isfinite(r[c]) for c in COMPONENTS)
+            assert "val_acc" in r
+        assert all("test_acc" not in r for r in lines[:-1])  # per-epoch reports see the validation split only
         assert lines[-1]["final"] == 1 and "mask_zero_share" in lines[-1]
         assert list(trial_dir.glob("events.out.tfevents.*"))  # TensorBoard
     best = yaml.safe_load((run_dir / "best_config.yaml").read_text())
     top = max(rows, key=lambda r: float(r["objective"]))
     assert best["result"]["trial_id"] == top["trial_id"] and best["method"] == "selective"
     assert best["hparams"]["mask_epochs"] == 2 and best["experiment_overrides"]["model.width"] == 4
+    assert best["metrics"]["objective"] == pytest.approx(float(top["objective"])) and "val_acc" in best["metrics"]
+    assert best["test_metrics"]["test_acc"] == pytest.approx(float(top["test_acc"]))
+    assert best["test_metrics"]["mia"] == pytest.approx(float(top["test_mia"]))
     saved = json.loads((run_dir / "search.json").read_text())
-    assert saved["reference"]["test_acc"] > 0 and saved["num_samples"] == 3
+    assert saved["num_samples"] == 3 and saved["reference"]["n_models"] == 3
+    assert saved["reference"]["val_acc"] > 0 and "val_acc_sd" in saved["reference"] and "test_acc_sd" in saved["reference_test"]
+    assert math.isfinite(saved["original_objective"])
+
+
+def test_the_baselines_are_scored_beside_the_trials(finished_search, capsys):
+    rows = read_csv(finished_search / "results.csv")
+    baselines = {r["trial_id"]: r for r in rows if r["status"] == "BASELINE"}
+    assert set(baselines) == {"original", "retrained-0", "retrained-1", "retrained-2"}
+    original = baselines["original"]
+    assert float(original["time_s"]) == 0 and float(original["cost_ratio"]) == 0 and original["test_objective"] != ""
+    assert all(math.isfinite(float(baselines[f"retrained-{i}"]["objective"])) for i in range(3))
+    capsys.readouterr()
+    assert export_main([str(finished_search)]) == 0
+    table = capsys.readouterr().out
+    assert "retrained (3)" in table and "original" in table and "test obj." in table
 
 
 def test_export_round_trip_into_run_config(finished_search, capsys, session_cache, tmp_path):
@@ -72,30 +98,31 @@ def test_export_round_trip_into_run_config(finished_search, capsys, session_cach
     assert code == 0
     rerun = json.loads(capsys.readouterr().out)
     assert rerun["hparams"] == best["hparams"]
-    for key in ("retain_acc", "forget_acc", "test_acc", "mia"):
-        assert rerun["metrics"][key] == pytest.approx(best["result"]["metrics"][key], abs=1e-6), key
+    for key in ("retain_acc", "forget_acc", "val_acc", "mia"):
+        assert rerun["metrics"][key] == pytest.approx(best["metrics"][key], abs=1e-6), key
+    assert rerun["test_metrics"]["test_acc"] == pytest.approx(best["test_metrics"]["test_acc"], abs=1e-6)
 
 
 def test_a_diverging_trial_fails_with_its_reason_and_the_search_goes_on(ray_address, tmp_path, session_cache, capsys):
     path = space_file(tmp_path, num_samples=2, params={"decay": {"type": "uniform", "low": 0.0, "high": 0.5}},
                       fixed={"mask_epochs": 2, "ft_epochs": 1, "ft_lr": 1e12})
     assert search.main(["--space", path, "--max-concurrent", "1", *search_args(tmp_path, session_cache, "nan")]) == 0
-    rows = read_csv(tmp_path / "runs" / "nan" / "results.csv")
+    rows = trial_rows(tmp_path / "runs" / "nan" / "results.csv")
     assert len(rows) == 2  # the second trial ran after the first failed
     assert all(r["status"] == "ERROR" and "diverged" in r["error"] and "nan" in r["error"] for r in rows)
     assert "failed trial" in capsys.readouterr().out
 
 
-def test_multi_objective_with_asha_exports_a_pareto_front(multi_objective_search):
+def test_multi_objective_exports_a_pareto_front(multi_objective_search):
     run_dir = multi_objective_search
     saved = json.loads((run_dir / "search.json").read_text())
-    assert saved["objectives"] == {"test_ratio": "max", "forget_gap": "min", "mia_gap": "min", "time_ratio": "min",
-                                   "leak_gap": "min"}
+    assert saved["objectives"] == {c: "min" for c in ("retain_gap", "forget_gap", "heldout_gap", "mia_gap", "leak_gap",
+                                                      "cost_ratio")}
     assert "pl_forget_acc" in saved["reference"]
-    rows = {r["trial_id"]: r for r in read_csv(run_dir / "results.csv")}
+    rows = {r["trial_id"]: r for r in trial_rows(run_dir / "results.csv")}
     front = read_csv(run_dir / "pareto.csv")
     assert front and all(rows[r["trial_id"]]["status"] == "TERMINATED" for r in front)
-    signs = {"test_ratio": 1, "forget_gap": -1, "mia_gap": -1, "time_ratio": -1, "leak_gap": -1}
+    signs = {c: -1 for c in saved["objectives"]}
     finished = [r for r in rows.values() if r["status"] == "TERMINATED"]
     for f in front:  # nothing finished dominates a front member
         fv = [signs[c] * float(f[c]) for c in signs]
@@ -116,6 +143,9 @@ def test_bad_input_stops_before_ray_starts(tmp_path, capsys, monkeypatch):
         (["--space", "default", "--num-samples", "0"], "--num-samples must be >= 1"),
         (["--space", "default", "--gpus-per-trial", "-1"], "--gpus-per-trial must be >= 0"),
         (["--space", "default", "--weight", "speed=2"], "unknown objective weight 'speed'"),
+        (["--space", "default", "--multi-objective", "--scheduler", "asha"], "--scheduler asha cannot be used with --multi-objective"),
+        (["--space", "default", "--retrained-models", "0"], "retrained_models must be >= 1, got 0"),
+        (["--space", "default", "--exp-set", "dataset.val_fraction=1"], "val_fraction must lie in (0, 1), got 1.0"),
         (["--resume", "--storage-path", str(tmp_path / "none")], "--resume: no search to resume"),
     ]
     for args, message in cases:
@@ -149,8 +179,24 @@ def test_resume_after_ctrl_c_runs_no_trial_twice(ray_address, tmp_path, session_
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "resuming" in proc.stdout
-    rows = read_csv(run_dir / "results.csv")
+    rows = trial_rows(run_dir / "results.csv")
     assert len(rows) == 5 and {r["status"] for r in rows} == {"TERMINATED"}
     for name, (final, count) in finished_before.items():
         assert (run_dir / name / "final_result.json").read_text() == final
         assert len(reports(run_dir / name)) == count, f"{name} ran again"
+
+
+def test_asha_compares_trials_at_equal_evaluated_epochs(ray_address, tmp_path, session_cache, capsys):
+    path = space_file(tmp_path, num_samples=4, params={"lam": {"type": "loguniform", "low": 1e-8, "high": 1e-4},
+                                                       "ft_epochs": {"type": "int", "low": 1, "high": 3}})
+    assert search.main(["--space", path, "--scheduler", "asha", *search_args(tmp_path, session_cache, "asha")]) == 0
+    out = capsys.readouterr().out
+    assert "original vs the 3 retrained models" in out  # the separation, before the trials
+    rows = trial_rows(tmp_path / "runs" / "asha" / "results.csv")
+    assert len(rows) == 4 and {r["status"] for r in rows} <= {"TERMINATED", "EARLY_STOPPED"}
+    for trial_dir in (tmp_path / "runs" / "asha").glob("trial_*"):
+        lines = reports(trial_dir)
+        epochs = [r["epoch"] for r in lines if r["final"] == 0]
+        assert epochs == list(range(1, len(epochs) + 1))  # the rung clock: evaluated epochs so far
+        if lines[-1]["final"] == 1:  # the full evaluation counts as the last evaluated epoch, not one more
+            assert lines[-1]["epoch"] == len(epochs)

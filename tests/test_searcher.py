@@ -47,10 +47,10 @@ def test_completed_and_failed_trials_reach_the_study():
 
 
 def test_multi_objective_study_has_one_direction_per_component():
-    metrics = ["test_ratio", "forget_gap", "mia_gap", "time_ratio"]
-    _, searcher = make(seed=0, metric=metrics, mode=["max", "min", "min", "min"])
+    metrics = ["retain_gap", "forget_gap", "heldout_gap", "mia_gap", "cost_ratio"]
+    _, searcher = make(seed=0, metric=metrics, mode=["min"] * 5)
     searcher.suggest("a")
-    searcher.on_trial_complete("a", result={"test_ratio": 0.99, "forget_gap": 1.0, "mia_gap": 2.0, "time_ratio": 0.1})
+    searcher.on_trial_complete("a", result={"retain_gap": 0.0, "forget_gap": 1.0, "heldout_gap": 0.5, "mia_gap": 2.0, "cost_ratio": 0.1})
     study = searcher._ot_study
-    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE", "MINIMIZE", "MINIMIZE"]
+    assert [d.name for d in study.directions] == ["MINIMIZE"] * 5
     assert len(study.best_trials) == 1

@@ -76,7 +76,7 @@ def test_a_full_run_reports_per_epoch_states_and_the_mask_history(prepared):
     reports = []
     result = run_method(prepared, method, hp, on_report=reports.append)
     assert [r.epoch for r in reports] == [1, 2]
-    assert all(r.phase == "finetune" and set(r.metrics) >= {"test_acc", "mia", "time_s"} for r in reports)
+    assert all(r.phase == "finetune" and set(r.metrics) >= {"val_acc", "mia", "time_s", "cost"} for r in reports)
     assert [h["epoch"] for h in result.history if h["phase"] == "mask"] == [1, 2, 3]
     assert reports[-1].metrics["time_s"] <= result.metrics["time_s"]
     assert result.metrics["time_s"] > 0

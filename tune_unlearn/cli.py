@@ -11,11 +11,12 @@ from typing import Callable
 
 from .config import parse_scalar
 from .errors import UserError
+from .experiment import DEFAULT_EXPERIMENT
 from .objective import Weights
 from .training import Diverged
 
 
-def add_experiment_args(parser: argparse.ArgumentParser, default_experiment: str | None = "digits") -> None:
+def add_experiment_args(parser: argparse.ArgumentParser, default_experiment: str | None = DEFAULT_EXPERIMENT) -> None:
     g = parser.add_argument_group("experiment")
     g.add_argument("--experiment", default=default_experiment,
                    help="experiment name (a YAML file in experiments/) or path (default: %(default)s)")
@@ -24,6 +25,8 @@ def add_experiment_args(parser: argparse.ArgumentParser, default_experiment: str
     g.add_argument("--forget-fraction", type=float, help="forget a random fraction of D (the paper: 0.02, 0.04)")
     g.add_argument("--forget-classes", type=int, nargs="+", metavar="C", help="forget every sample of these classes")
     g.add_argument("--forget-seed", type=int, help="seed of the forget-set choice")
+    g.add_argument("--retrained-models", type=int, metavar="K",
+                   help="how many retrained models (training seeds) make the target (default: the experiment's, 3)")
     g.add_argument("--exp-set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any experiment setting, e.g. train.epochs=5 (repeatable)")
     g.add_argument("--cache-dir", help="where cached models live (default: $TUNE_UNLEARN_CACHE or ~/.cache/tune_unlearn)")
@@ -42,6 +45,8 @@ def experiment_overrides(args: argparse.Namespace) -> dict:
         overrides["forget.classes"] = list(args.forget_classes)
     if args.forget_seed is not None:
         overrides["forget.seed"] = args.forget_seed
+    if args.retrained_models is not None:
+        overrides["retrained_models"] = args.retrained_models
     return overrides
 
 

@@ -343,12 +343,22 @@ class ExperimentData:
     train: Part  # all of D = retain + forget
     retain: Part
     forget: Part
-    test: Part
+    val: Part  # scores trials; held out from every model's training, never given to a method
+    test: Part  # final numbers only
     split: Split
     fingerprint: dict  # what identifies the data in cache keys
-    # With class forgetting, `test` holds the test samples of the retained classes and
-    # `test_forget` those of the forgotten classes (None when the forget set is random).
+    # With class forgetting, `val` and `test` hold the samples of the retained classes and
+    # `val_forget` / `test_forget` those of the forgotten classes (None for a random forget set).
+    val_forget: Part | None = None
     test_forget: Part | None = None
+
+    def heldout(self, split: str) -> tuple[Part, Part | None]:
+        """The held-out part of `split` ('val' or 'test') and its forgotten-class part."""
+        if split == "val":
+            return self.val, self.val_forget
+        if split == "test":
+            return self.test, self.test_forget
+        raise ValueError(f"unknown split {split!r}; allowed: val, test")
 
 
 def split_test(labels: torch.Tensor, forget: ForgetSpec) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -358,6 +368,27 @@ def split_test(labels: torch.Tensor, forget: ForgetSpec) -> tuple[torch.Tensor, 
         return positions, None
     gone = torch.isin(labels, torch.tensor(list(forget.classes), dtype=labels.dtype))
     return positions[~gone], positions[gone]
+
+
+def split_heldout(labels: torch.Tensor, spec: DatasetSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions (into the test split) of the validation and the test samples: a seeded,
+    stratified `val_fraction` of every class goes to validation. A class left without a
+    validation or a test sample is an error."""
+    from sklearn.model_selection import train_test_split
+
+    y = labels.cpu().numpy()
+    try:
+        val, test = train_test_split(np.arange(len(y)), train_size=spec.val_fraction, random_state=spec.val_seed,
+                                     stratify=y)
+    except ValueError as exc:
+        raise UserError(f"dataset.val_fraction {spec.val_fraction} cannot split the {len(y)} test samples by class: "
+                        f"{exc}") from None
+    for name, positions in (("validation", val), ("test", test)):
+        missing = sorted(set(y.tolist()) - set(y[positions].tolist()))
+        if missing:
+            raise UserError(f"dataset.val_fraction {spec.val_fraction} leaves class {missing[0]} without a {name} "
+                            "sample; allowed: a fraction that leaves every class in both splits")
+    return torch.from_numpy(np.sort(val)), torch.from_numpy(np.sort(test))
 
 
 def _fingerprint(spec: DatasetSpec, y_train: torch.Tensor, n_test: int, num_classes: int) -> dict:
@@ -391,17 +422,27 @@ def load_data(exp: Experiment, device: torch.device | str = "cpu", download: boo
 
     everything = torch.arange(len(y_train))
     x_test, y_test = arrays.x_test.to(device), arrays.y_test.to(device)
-    kept, gone = split_test(arrays.y_test, exp.forget)
+
+    def heldout_parts(name, positions):
+        kept, gone = split_test(arrays.y_test[positions], exp.forget)
+        return (part(name, x_test, y_test, positions[kept], augmentable=False),
+                None if gone is None else part(f"{name}_forget", x_test, y_test, positions[gone], augmentable=False))
+
+    val_positions, test_positions = split_heldout(arrays.y_test, spec)
+    val, val_forget = heldout_parts("val", val_positions)
+    test, test_forget = heldout_parts("test", test_positions)
     return ExperimentData(
         num_classes=arrays.num_classes,
         in_channels=x_train.shape[1],
         train=part("train", x_train, y_train, everything),
         retain=part("retain", x_train, y_train, split.retain),
         forget=part("forget", x_train, y_train, split.forget),
-        test=part("test", x_test, y_test, kept, augmentable=False),
+        val=val,
+        test=test,
         split=split,
         fingerprint=_fingerprint(spec, arrays.y_train, len(y_test), arrays.num_classes),
-        test_forget=None if gone is None else part("test_forget", x_test, y_test, gone, augmentable=False),
+        val_forget=val_forget,
+        test_forget=test_forget,
     )
 
 
@@ -442,15 +483,24 @@ def _load_folder(exp: Experiment, root: Path | None, device: torch.device, chann
     def part(name, indices, train_set, eval_set, labels):
         return FolderPart(name, train_set, eval_set, indices, labels, spec.workers, device, channels_last)
 
-    kept, gone = split_test(y_test, exp.forget)
+    def heldout_parts(name, positions):
+        kept, gone = split_test(y_test[positions], exp.forget)
+        return (part(name, positions[kept], val, val, y_test),
+                None if gone is None else part(f"{name}_forget", positions[gone], val, val, y_test))
+
+    val_positions, test_positions = split_heldout(y_test, spec)
+    val_part, val_forget = heldout_parts("val", val_positions)
+    test_part, test_forget = heldout_parts("test", test_positions)
     return ExperimentData(
         num_classes=num_classes,
         in_channels=3,
         train=part("train", torch.arange(len(y_train)), train_aug, train_eval, y_train),
         retain=part("retain", split.retain, train_aug, train_eval, y_train),
         forget=part("forget", split.forget, train_aug, train_eval, y_train),
-        test=part("test", kept, val, val, y_test),
+        val=val_part,
+        test=test_part,
         split=split,
         fingerprint=_fingerprint(spec, y_train, len(y_test), num_classes),
-        test_forget=None if gone is None else part("test_forget", gone, val, val, y_test),
+        val_forget=val_forget,
+        test_forget=test_forget,
     )

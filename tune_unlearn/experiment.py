@@ -17,7 +17,13 @@ class DatasetSpec:
     name: str  # digits | fmnist | cifar10 | cifar100 | imagenet100
     root: str | None = None  # None: the data set's default place (see data.DATASETS)
     image_size: int | None = None  # imagenet100: side of the square crop fed to the model
-    test_fraction: float = 0.2  # digits only: it has no official test split
+    test_fraction: float = 0.3  # digits only: it has no official test split
+    # The validation split: this fraction of the test split (official, or carved as above),
+    # stratified by class and seeded by `val_seed`. Trials are scored on it; the test split is
+    # kept for final numbers. No model ever trains on either, so the training data stays as in
+    # the literature.
+    val_fraction: float = 0.5
+    val_seed: int = 0
     workers: int = 8  # imagenet100: DataLoader worker processes
 
 
@@ -92,7 +98,14 @@ class Experiment:
     leakage: LeakageSpec = field(default_factory=LeakageSpec)
     # Per-method hyperparameter defaults for this experiment: {method: {name: value}}.
     method_defaults: dict = field(default_factory=dict)
+    # How many retrained models (training seeds train.seed, train.seed + 1, ...) make the target
+    # an unlearning is scored against; each is cached on its own, so K can grow.
+    retrained_models: int = 3
 
+
+# What run, compare and the default search space use unless told otherwise: an embedded
+# experiment where forgetting shows (a whole class; a random 10% of digits is within noise).
+DEFAULT_EXPERIMENT = "digits_class"
 
 EXPERIMENT_FILES = NamedFiles("experiments", "TUNE_UNLEARN_EXPERIMENTS", "experiment")
 
@@ -171,7 +184,11 @@ def validate_experiment(exp: Experiment) -> None:
     if not 0 < leak.threshold <= leak.x_init:
         raise UserError(f"{where}: leakage needs 0 < threshold <= x_init")
     if not 0.0 < exp.dataset.test_fraction < 1.0:
-        raise UserError(f"{where}: dataset.test_fraction must lie in (0, 1)")
+        raise UserError(f"{where}: dataset.test_fraction must lie in (0, 1), got {exp.dataset.test_fraction}")
+    if not 0.0 < exp.dataset.val_fraction < 1.0:
+        raise UserError(f"{where}: dataset.val_fraction must lie in (0, 1), got {exp.dataset.val_fraction}")
+    if exp.retrained_models < 1:
+        raise UserError(f"{where}: retrained_models must be >= 1, got {exp.retrained_models}")
     if exp.eval.batch_size < 1:
         raise UserError(f"{where}: eval.batch_size must be >= 1")
     if not isinstance(exp.method_defaults, dict) or not all(

@@ -3,10 +3,13 @@
     python -m tune_unlearn.export runs/<name> [--top 5] [--format yaml|json]
 
 Writes into the run directory:
-- results.csv: one row per trial (trial_id, status, error, hyperparameters, metrics, components,
-  objective, trial wall time);
+- results.csv: one row per trial (trial_id, status, error, hyperparameters, validation metrics,
+  components, objective, the test split's columns, trial wall time), then the baselines scored
+  the same way: `original` (no unlearning, time and cost 0) and `retrained-<i>` (each retrained
+  model against the others: what a perfect unlearning scores), status BASELINE;
 - best_config.yaml: the best finished trial as a run config (method, experiment, overrides, the
-  complete hyperparameters, weights, seed, and what it measured), so that
+  complete hyperparameters, weights, seed), with `metrics` (validation split: what was
+  optimised) and `test_metrics` (test split), so that
   `python -m tune_unlearn.run --config runs/<name>/best_config.yaml` re-runs it;
 - pareto.csv (multi-objective searches): the finished trials no other trial dominates;
 - top<N>.yaml / top<N>.json: the N best configurations (with --top / --format).
@@ -19,6 +22,7 @@ import csv
 import json
 import logging
 import math
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -31,9 +35,11 @@ from .metrics import METRIC_KEYS
 from .objective import COMPONENT_MODES
 from .progress import error_reason
 from .references import atomic_write_text
-from .trainable import FINAL_RESULT
+from .trainable import FINAL_RESULT, test_columns
 
 SEARCH_FILE = "search.json"  # written by search.py: the search's settings and references
+# A trial's test-split columns (trainable.test_columns), beside the validation metrics
+TEST_COLUMNS = ("test_acc", "forget_test_acc", "test_mia", "test_mia_cv_acc", "test_objective")
 
 
 @dataclass
@@ -134,12 +140,46 @@ def load_run(run_dir: str | Path) -> RunRecord:
 def _row(record: RunRecord, t: TrialRecord) -> dict:
     row = {"trial_id": t.trial_id, "status": t.status, "error": t.error}
     row.update({k: t.config.get(k) for k in record.params})
-    skip = {"phase", "final", "epoch", "done", "trial_id", "date", "hostname", "node_ip", "pid", "config",
-            "timestamp", "time_this_iter_s", "time_since_restore", "iterations_since_restore", "checkpoint_dir_name"}
-    row.update({k: t.result.get(k) for k in (*METRIC_KEYS, *COMPONENT_MODES, "objective")})
+    skip = {"phase", "final", "epoch", "phase_epoch", "done", "trial_id", "date", "hostname", "node_ip", "pid",
+            "config", "timestamp", "time_this_iter_s", "time_since_restore", "iterations_since_restore",
+            "checkpoint_dir_name"}
+    row.update({k: t.result.get(k) for k in (*METRIC_KEYS, *COMPONENT_MODES, "objective", *TEST_COLUMNS)})
     row["iterations"] = len(t.history) or t.result.get("training_iteration")
     row.update({k: v for k, v in t.result.items() if k not in row and k not in skip and not k.startswith("train_")})
     return row
+
+
+def baseline_rows(record: RunRecord) -> list[dict]:
+    """results.csv rows of the original model and of each retrained model, scored like trials
+    (validation metrics, components, objective; the test split's columns)."""
+    baselines = record.search.get("baselines")
+    if not baselines:
+        return []
+    val, test = baselines["val"], baselines["test"]
+    rows = [{"trial_id": "original", "status": "BASELINE", **val["original"]["metrics"],
+             **val["original"]["components"], "objective": val["original"]["objective"],
+             **test_columns(test["original"]["metrics"], test["original"]["objective"])}]
+    retrained = zip(val["retrained"]["metrics"], test["retrained"]["metrics"],
+                    val["retrained"]["objectives"] or [None] * len(val["retrained"]["metrics"]),
+                    test["retrained"]["objectives"] or [None] * len(test["retrained"]["metrics"]))
+    for i, (v, te, objective, test_objective) in enumerate(retrained):
+        rows.append({"trial_id": f"retrained-{i}", "status": "BASELINE", **v, "objective": objective,
+                     **test_columns(te, test_objective)})
+    return rows
+
+
+def test_metrics_of(result: dict) -> dict:
+    """A trial's test-split numbers (test_columns of its final report) under the metric names
+    of a test evaluation: test_acc, mia, ..., plus the split-free retain/forget accuracy and cost."""
+    out = {k: result[k] for k in ("retain_acc", "forget_acc", "time_s", "cost") if k in result}
+    for key, value in result.items():
+        if key in ("test_acc", "forget_test_acc"):
+            out[key] = value
+        elif key.startswith("test_") and key not in ("test_acc", "test_objective"):
+            out[key.removeprefix("test_")] = value
+    if "test_objective" in result:
+        out["objective"] = result["test_objective"]
+    return out
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -186,11 +226,13 @@ def run_config_of(record: RunRecord, t: TrialRecord) -> dict:
         "hparams": run.hparams,
         "weights": s["weights"],
         "seed": 0,
+        "metrics": {k: t.result[k] for k in (*METRIC_KEYS, "objective") if k in t.result},
+        "test_metrics": test_metrics_of(t.result),
         "result": {
             "trial_id": t.trial_id, "run_dir": str(record.run_dir), "objective": t.result["objective"],
-            "metrics": {k: t.result.get(k) for k in METRIC_KEYS},
             "components": {k: t.result[k] for k in COMPONENT_MODES if k in t.result},
-            "reference": s.get("reference"), "original": s.get("original_model"),
+            "reference": s.get("reference"), "reference_test": s.get("reference_test"),
+            "original": s.get("original_model"), "original_objective": s.get("original_objective"),
         },
     }
 
@@ -198,7 +240,7 @@ def run_config_of(record: RunRecord, t: TrialRecord) -> dict:
 def export_run(run_dir: str | Path, top: int = 5, fmt: str | None = None) -> RunRecord:
     record = load_run(run_dir)
     out = record.run_dir
-    write_csv(out / "results.csv", [_row(record, t) for t in record.trials])
+    write_csv(out / "results.csv", [_row(record, t) for t in record.trials] + baseline_rows(record))
     ranked = record.ranked()
     if ranked:
         write_yaml(out / "best_config.yaml", run_config_of(record, ranked[0]))
@@ -216,9 +258,10 @@ def export_run(run_dir: str | Path, top: int = 5, fmt: str | None = None) -> Run
 # --------------------------------------------------------------------------- table
 
 
-# Measures shown beside the hyperparameters; forget test and PL forget only when measured.
+# Measures of the best table: the objective on the validation split (what was optimised), then
+# the test split's numbers (final numbers); forget test and PL forget only when measured.
 MEASURES = (("retain_acc", "retain"), ("forget_acc", "forget"), ("test_acc", "test"), ("forget_test_acc", "forget test"),
-            ("pl_forget_acc", "PL forget"), ("mia", "MIA"), ("mia_cv_acc", "MIA cv"), ("time_s", "time s"))
+            ("pl_forget_acc", "PL forget"), ("mia", "MIA"), ("mia_cv_acc", "MIA cv"))
 
 
 def fmt(value, digits: int = 2) -> str:
@@ -232,19 +275,44 @@ def fmt(value, digits: int = 2) -> str:
     return f"{value:.{digits}f}" if value == 0 or 1e-2 <= abs(value) < 1e5 else f"{value:.3e}"
 
 
+def fmt_spread(values: list[float], digits: int = 2) -> str:
+    """Mean ± standard deviation of `values` ('-' when empty, the value alone when one)."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return fmt(values[0], digits)
+    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
 def best_table(record: RunRecord, top: int) -> tuple[list[str], list[list[str]]]:
-    """Header and rows: the `top` finished trials by objective, then the retrained and the
-    original model, with the measures the reference has."""
-    reference = record.search.get("reference") or {}
+    """Header and rows: the `top` finished trials by objective, then the retrained models
+    (mean ± sd; objective: each scored against the others) and the original model (scored as
+    an unlearning that does nothing). Measures are the test split's; `objective` is the
+    validation split's (what was optimised), `test obj.` the test split's."""
+    baselines = record.search.get("baselines")
+    reference = (baselines or {}).get("test", {}).get("reference") or {}
     measures = [(k, label) for k, label in MEASURES if k in reference]
-    header = ["rank", "trial", "objective", *(label for _, label in measures), *record.params]
+    header = ["rank", "trial", "objective", "test obj.", *(label for _, label in measures), "cost %", "time s",
+              *record.params]
+    ref_cost = reference.get("cost") or 0
     rows = []
     for i, t in enumerate(record.ranked()[:top], 1):
-        rows.append([str(i), t.trial_id, fmt(t.result["objective"], 4), *(fmt(t.result.get(k)) for k, _ in measures),
+        test = test_metrics_of(t.result)
+        cost = 100 * t.result["cost"] / ref_cost if ref_cost and "cost" in t.result else None
+        rows.append([str(i), t.trial_id, fmt(t.result["objective"], 3), fmt(t.result.get("test_objective"), 3),
+                     *(fmt(test.get(k)) for k, _ in measures), fmt(cost, 1), fmt(t.result.get("time_s")),
                      *(fmt(t.config.get(p), 4) for p in record.params)])
-    for label, key in (("retrained", "reference"), ("original", "original_model")):
-        m = record.search.get(key) or {}
-        rows.append(["", label, "-", *(fmt(m.get(k)) for k, _ in measures), *("" for _ in record.params)])
+    if baselines:
+        val, test = baselines["val"], baselines["test"]
+        retrained = test["retrained"]["metrics"]
+        rows.append(["", f"retrained ({len(retrained)})", fmt_spread(val["retrained"]["objectives"], 3),
+                     fmt_spread(test["retrained"]["objectives"], 3),
+                     *(fmt_spread([m.get(k) for m in retrained]) for k, _ in measures), "100.0",
+                     fmt_spread([m.get("time_s") for m in retrained]), *("" for _ in record.params)])
+        original = test["original"]["metrics"]
+        rows.append(["", "original", fmt(val["original"]["objective"], 3), fmt(test["original"]["objective"], 3),
+                     *(fmt(original.get(k)) for k, _ in measures), "0.0", "0.00", *("" for _ in record.params)])
     return header, rows
 
 

@@ -1,14 +1,18 @@
 """The measures every run reports, always computed the same way for the unlearned, the
 retrained and the original model.
 
-- accuracies (%) on the retain set, the forget set and the test split (with class forgetting:
-  `test_acc` on the retained classes' test samples, `forget_test_acc` on the forgotten ones');
+Every measure is taken per held-out split: the validation split (`val`, what trials are
+scored on) and the test split (`test`, final numbers only).
+
+- accuracies (%) on the retain set, the forget set and the held-out split (`val_acc` or
+  `test_acc`; with class forgetting on the retained classes' samples, and `forget_val_acc` /
+  `forget_test_acc` on the forgotten ones');
 - `mia`: membership-inference member rate on the forget set (%). A logistic-regression attack
   on per-sample loss, max confidence and entropy is trained to tell retain samples (members)
-  from test samples (non-members), then applied to the forget set. Compare with the retrained
-  model's value, not with 0.
+  from held-out samples (non-members), then applied to the forget set. Compare with the
+  retrained models' value, not with 0.
 - `mia_cv_acc`: the NeurIPS 2023 unlearning competition starting kit's attack, a logistic
-  regression on the per-sample loss telling forget samples from test samples, as
+  regression on the per-sample loss telling forget samples from held-out samples, as
   cross-validated accuracy (%); 50 means indistinguishable.
 """
 
@@ -29,7 +33,10 @@ from .leakage import relearn_accuracy
 from .runtime import Runtime
 from .training import Diverged, predict
 
-METRIC_KEYS = ("retain_acc", "forget_acc", "test_acc", "mia", "mia_cv_acc", "time_s")
+SPLITS = ("val", "test")  # trials are scored on val; test is for final numbers
+# The measures of one split's evaluation, with `val_acc` standing for the split's accuracy
+# (`test_acc` in a test evaluation); `cost` is in MACs (cost.py).
+METRIC_KEYS = ("retain_acc", "forget_acc", "val_acc", "mia", "mia_cv_acc", "time_s", "cost")
 
 
 def sample_features(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
@@ -75,28 +82,42 @@ def forget_test_attack(forget_loss: np.ndarray, test_loss: np.ndarray, seed: int
 
 
 def evaluate(model: nn.Module, data: ExperimentData, runtime: Runtime, batch_size: int, seed: int = 0,
-             full_retain: bool = True, leakage: LeakageSpec | None = None) -> dict:
-    """Accuracies and both attacks, and with a `leakage` spec the Piggyback relearning attack
-    (`pl_forget_acc`). With `full_retain=False` (per-epoch reports) the retain accuracy is
-    estimated on the attack's retain sample (as many samples as the test split)."""
+             full_retain: bool = True, leakage: LeakageSpec | None = None,
+             splits: tuple[str, ...] = SPLITS) -> dict[str, dict]:
+    """Measures of `model` for each held-out split in `splits` ('val', 'test'): split -> dict.
+
+    Each dict holds the retain and forget accuracy, the split's own accuracy (`val_acc` or
+    `test_acc`; with class forgetting also `forget_val_acc` / `forget_test_acc` on the forgotten
+    classes), and both attacks with that split as the non-members. With a `leakage` spec the
+    Piggyback relearning attack's `pl_forget_acc` is added to every split. With
+    `full_retain=False` (per-epoch reports) the retain accuracy is estimated on a sample of
+    the retain set as large as the first split."""
     retain = data.retain
-    if not full_retain and len(retain) > len(data.test):
-        positions = torch.from_numpy(_balanced(np.random.default_rng(seed + 1), len(retain), len(data.test)))
+    first, _ = data.heldout(splits[0])
+    if not full_retain and len(retain) > len(first):
+        positions = torch.from_numpy(_balanced(np.random.default_rng(seed + 1), len(retain), len(first)))
         retain = retain.subset(positions)
-    outputs = {name: predict(model, part, runtime, batch_size) for name, part in
-               (("retain", retain), ("forget", data.forget), ("test", data.test))}
-    feats = {name: sample_features(*out) for name, out in outputs.items()}
+    outputs = {"retain": predict(model, retain, runtime, batch_size), "forget": predict(model, data.forget, runtime, batch_size)}
+    for split in splits:
+        heldout, heldout_forget = data.heldout(split)
+        outputs[split] = predict(model, heldout, runtime, batch_size)
+        if heldout_forget is not None:
+            outputs[f"forget_{split}"] = predict(model, heldout_forget, runtime, batch_size)
     acc = {name: 100.0 * float((logits.argmax(1) == labels).float().mean()) for name, (logits, labels) in outputs.items()}
-    out = {
-        "retain_acc": acc["retain"],
-        "forget_acc": acc["forget"],
-        "test_acc": acc["test"],
-        "mia": member_rate(feats["retain"], feats["test"], feats["forget"], seed),
-        "mia_cv_acc": forget_test_attack(feats["forget"][:, 0], feats["test"][:, 0], seed),
-    }
-    if data.test_forget is not None:  # class forgetting: the forgotten classes' test samples
-        logits, labels = predict(model, data.test_forget, runtime, batch_size)
-        out["forget_test_acc"] = 100.0 * float((logits.argmax(1) == labels).float().mean())
-    if leakage is not None:
-        out["pl_forget_acc"] = relearn_accuracy(model, data.forget, runtime, leakage, batch_size)
+    feats = {name: sample_features(*outputs[name]) for name in ("retain", "forget", *splits)}
+    relearned = None if leakage is None else relearn_accuracy(model, data.forget, runtime, leakage, batch_size)
+    out = {}
+    for split in splits:
+        m = {
+            "retain_acc": acc["retain"],
+            "forget_acc": acc["forget"],
+            f"{split}_acc": acc[split],
+            "mia": member_rate(feats["retain"], feats[split], feats["forget"], seed),
+            "mia_cv_acc": forget_test_attack(feats["forget"][:, 0], feats[split][:, 0], seed),
+        }
+        if f"forget_{split}" in acc:  # class forgetting: the forgotten classes' held-out samples
+            m[f"forget_{split}_acc"] = acc[f"forget_{split}"]
+        if relearned is not None:
+            m["pl_forget_acc"] = relearned
+        out[split] = m
     return out

@@ -1,35 +1,57 @@
-"""The composite objective a search maximises, and its components.
+"""The score a search maximises: how far a model is from the retrained models, in units of
+their own spread, plus what the unlearning cost.
 
-    objective = w_test * TA / TA_rt
-              - w_forget * |FA - FA_rt| / 100
-              - w_mia * |MIA - MIA_rt| / 100
-              - w_time * t / t_rt
-              - w_leak * |PL - PL_rt| / 100          (only when the leakage metric is on)
+The target is an ensemble of K retrained models (same D_r and recipe, different training
+seeds). For each measure m (retain, forget and held-out accuracy, the MIA member rate, and
+with the leakage attack the relearned forget accuracy) the gap is
 
-TA, FA: test and forget accuracy (%); MIA: the member rate on the forget set (%); t: the
-unlearning wall time; PL: the forget accuracy a Piggyback mask recovers (leakage); `_rt`: the
-retrained reference under the same measurement. The ideal is the retrained model, not FA = 0.
-Every component is reported too, so a multi-objective search can use them directly.
+    gap_m = max(0, |x_m - mean_m| / max(sd_m, FLOOR) - 1)
+
+so a value within one standard deviation of the retrained models is a tie (gap 0), and every
+spread beyond it costs one unit, whichever side it lies on: a test accuracy above theirs is as
+much a difference as one below. FLOOR (1 point) stands in for the spread where the ensemble
+agrees exactly, as on a forgotten class (0% for every retrained model). The objective is
+
+    objective = - sum_m w_m * gap_m  -  w_cost * cost_ratio
+
+`cost_ratio` is the unlearning's multiply-accumulates (cost.py: forward and backward, counted
+per layer) over the retrained models' training MACs: hardware-independent, so it does not
+change with the number of trials sharing a GPU. Wall time is reported beside it (`time_s`).
+
+0 is the best possible (indistinguishable from retraining at no cost); a retrained model
+scored against the others gets about -w_cost; the untouched original gets 0 cost but its full
+forget gap. Every component is reported, so a multi-objective search minimises them directly.
+
+Why not the alternatives: DeepUnlearn's objectives are raw gaps |dRA|, |dFA|, |dTA| and MIA
+indiscernibility, and RUM's tug-of-war product is (1-|dFA|)(1-|dRA|)(1-|dTA|). Both treat one
+retrained model as the truth, so on small data they optimise its noise; the spread units here
+say how much of a gap is noise, and the dead zone stops the search from chasing it.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import asdict, dataclass, fields
-from typing import Mapping
+from typing import Iterable, Mapping
 
 from .errors import UserError
 
-# Components and the direction a multi-objective search optimises them in.
-COMPONENT_MODES = {"test_ratio": "max", "forget_gap": "min", "mia_gap": "min", "time_ratio": "min", "leak_gap": "min"}
+FLOOR = 1.0  # points: the smallest spread a gap is measured in
+HELDOUT_KEYS = ("val_acc", "test_acc")  # the held-out accuracy of a validation / test evaluation
+# Components and the weight each is multiplied by; a multi-objective search minimises them all.
+GAP_WEIGHTS = {"retain_gap": "retain", "forget_gap": "forget", "heldout_gap": "heldout", "mia_gap": "mia",
+               "leak_gap": "leak"}
+COMPONENT_MODES = {**{name: "min" for name in GAP_WEIGHTS}, "cost_ratio": "min"}
 
 
 @dataclass(frozen=True)
 class Weights:
-    test: float = 1.0
+    retain: float = 1.0
     forget: float = 1.0
-    mia: float = 0.5
-    time: float = 0.05
+    heldout: float = 1.0
+    mia: float = 1.0
+    cost: float = 1.0
     leak: float = 0.0
 
     @classmethod
@@ -44,33 +66,78 @@ class Weights:
         for name, value in values.items():
             if name not in merged:
                 raise UserError(f"{prefix}unknown objective weight {name!r}; allowed: {', '.join(merged)}")
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise UserError(f"{prefix}objective weight {name} must be a number, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise UserError(f"{prefix}objective weight {name} must be a number >= 0, got {value!r}")
             merged[name] = float(value)
         return Weights(**merged)
 
 
-def components(metrics: dict, reference: dict) -> dict:
-    """Gaps and ratios of `metrics` against the retrained `reference` (same keys)."""
-    out = {
-        "test_ratio": metrics["test_acc"] / max(reference["test_acc"], 1e-9),
-        "forget_gap": abs(metrics["forget_acc"] - reference["forget_acc"]),
-        "mia_gap": abs(metrics["mia"] - reference["mia"]),
-        "time_ratio": metrics["time_s"] / max(reference["time_s"], 1e-9),
-    }
-    if metrics.get("pl_forget_acc") is not None and reference.get("pl_forget_acc") is not None:
-        out["leak_gap"] = abs(metrics["pl_forget_acc"] - reference["pl_forget_acc"])
+def heldout_key(metrics: Mapping) -> str:
+    for key in HELDOUT_KEYS:
+        if key in metrics:
+            return key
+    raise KeyError(f"metrics hold no held-out accuracy ({' or '.join(HELDOUT_KEYS)})")
+
+
+def measured(metrics: Mapping) -> dict[str, str]:
+    """component -> metric key, for the measures both a model and the references have."""
+    out = {"retain_gap": "retain_acc", "forget_gap": "forget_acc", "heldout_gap": heldout_key(metrics),
+           "mia_gap": "mia"}
+    if metrics.get("pl_forget_acc") is not None:
+        out["leak_gap"] = "pl_forget_acc"
     return out
 
 
-def objective(comps: dict, weights: Weights) -> float:
-    value = (
-        weights.test * comps["test_ratio"]
-        - weights.forget * comps["forget_gap"] / 100.0
-        - weights.mia * comps["mia_gap"] / 100.0
-        - weights.time * comps["time_ratio"]
-        - weights.leak * comps.get("leak_gap", 0.0) / 100.0
-    )
+def ensemble(models: Iterable[Mapping]) -> dict:
+    """Mean of each numeric metric over the retrained models, its standard deviation as
+    `<metric>_sd` (0 for a single model) and `n_models`."""
+    models = list(models)
+    if not models:
+        raise ValueError("an ensemble needs at least one model")
+    out: dict = {"n_models": len(models)}
+    for key in models[0]:
+        values = [m.get(key) for m in models]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            continue
+        out[key] = statistics.fmean(values)
+        out[f"{key}_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    return out
+
+
+def distances(metrics: Mapping, reference: Mapping) -> dict:
+    """|x - mean| / max(sd, FLOOR) per measure (component name -> spread units), no dead zone."""
+    out = {}
+    for comp, key in measured(metrics).items():
+        if reference.get(key) is None:
+            continue
+        spread = max(reference.get(f"{key}_sd", 0.0), FLOOR)
+        out[comp] = abs(metrics[key] - reference[key]) / spread
+    return out
+
+
+def components(metrics: Mapping, reference: Mapping) -> dict:
+    """Gaps (spread units beyond the first) to the retrained ensemble, and the cost ratio."""
+    out = {comp: max(0.0, d - 1.0) for comp, d in distances(metrics, reference).items()}
+    out["cost_ratio"] = metrics.get("cost", 0.0) / max(reference.get("cost") or 0.0, 1.0)
+    return out
+
+
+def objective(comps: Mapping, weights: Weights) -> float:
+    value = 0.0 - sum(getattr(weights, GAP_WEIGHTS[c]) * comps[c] for c in GAP_WEIGHTS if c in comps)  # 0.0 -: no "-0.000"
+    value -= weights.cost * comps["cost_ratio"]
     if not math.isfinite(value):
-        raise ValueError(f"objective is not finite ({value}) for components {comps}")
+        raise ValueError(f"objective is not finite ({value}) for components {dict(comps)}")
     return value
+
+
+def score(metrics: Mapping, reference: Mapping, weights: Weights) -> tuple[dict, float]:
+    comps = components(metrics, reference)
+    return comps, objective(comps, weights)
+
+
+def leave_one_out(models: list[Mapping], weights: Weights) -> list[float]:
+    """Each retrained model scored against the others: what a perfect unlearning scores (its
+    cost is its own training, ratio ~1). Empty with fewer than two models."""
+    if len(models) < 2:
+        return []
+    return [score(m, ensemble(models[:i] + models[i + 1:]), weights)[1] for i, m in enumerate(models)]

@@ -19,9 +19,9 @@ from .data import ExperimentData, load_data
 from .experiment import Experiment
 from .methods import get_method
 from .methods.base import Context, Method, UnlearnData
-from .metrics import evaluate
+from .metrics import SPLITS, evaluate
 from .models import build_model
-from .objective import Weights, components, objective
+from .objective import Weights, score
 from .references import References, log_stderr, prepare_references
 from .runtime import Runtime, Stopwatch, seed_everything
 
@@ -69,6 +69,11 @@ class EpochReport:
 
 @dataclass
 class RunResult:
+    """One run, measured on the validation split (`metrics`, what a search optimises) and on
+    the test split (`test_metrics`, final numbers), each scored against the retrained
+    ensemble on the same split (`reference`, `reference_test`). `original` and
+    `original_test` are the original model scored as an unlearning that does nothing."""
+
     method: str
     experiment: str
     hparams: dict
@@ -77,6 +82,11 @@ class RunResult:
     original: dict
     objective: float
     components: dict
+    test_metrics: dict
+    reference_test: dict
+    original_test: dict
+    test_objective: float
+    test_components: dict
     stats: dict = field(default_factory=dict)
     history: list = field(default_factory=list)
     device: str = ""
@@ -86,8 +96,11 @@ class RunResult:
         return {
             "method": self.method, "experiment": self.experiment, "hparams": self.hparams,
             "metrics": self.metrics, "reference": self.reference, "original": self.original,
-            "objective": self.objective, "components": self.components, "stats": self.stats,
-            "history": self.history, "device": self.device,
+            "objective": self.objective, "components": self.components,
+            "test_metrics": self.test_metrics, "reference_test": self.reference_test,
+            "original_test": self.original_test, "test_objective": self.test_objective,
+            "test_components": self.test_components,
+            "stats": self.stats, "history": self.history, "device": self.device,
         }
 
 
@@ -95,39 +108,39 @@ def run_method(prepared: Prepared, method: str | Method, hparams: dict, weights:
                seed: int = 0, on_report: Callable[[EpochReport], None] | None = None,
                leakage: bool = False) -> RunResult:
     """Unlearn from the original model with `method` (hyperparameters already resolved), time
-    it, evaluate it and score it against the retrained reference.
+    and count its cost, evaluate it on the validation and the test split, and score each
+    against the retrained ensemble.
 
-    `on_report`, if given, receives every state the method marks as worth evaluating (the
-    unlearning clock is paused meanwhile, so evaluation never counts as unlearning time).
-    `leakage` adds the Piggyback relearning attack (`pl_forget_acc`) to every evaluation; the
-    references must have been prepared with it."""
+    `on_report`, if given, receives every state the method marks as worth evaluating, measured
+    on the validation split only (the unlearning clock and cost meter are paused meanwhile, so
+    evaluation never counts as unlearning). `leakage` adds the Piggyback relearning attack
+    (`pl_forget_acc`) to every evaluation; the references must have been prepared with it."""
     method = get_method(method) if isinstance(method, str) else method
     weights = weights or Weights()
     exp, data, runtime, refs = prepared.experiment, prepared.data, prepared.runtime, prepared.refs
     model = prepared.model()
     clock = Stopwatch(runtime)
     history: list[dict] = []
+    reference = {split: refs.reference(split) for split in SPLITS}
 
-    if leakage and "pl_forget_acc" not in refs.reference_metrics:
+    if leakage and "pl_forget_acc" not in reference["val"]:
         raise ValueError("leakage asked for, but the references were prepared without it")
 
-    def score(metrics: dict) -> tuple[dict, float]:
-        comps = components(metrics, refs.reference_metrics)
-        return comps, objective(comps, weights)
-
-    def measure(full_retain: bool) -> dict:
-        return evaluate(model, data, runtime, exp.eval.batch_size, exp.eval.mia_seed, full_retain=full_retain,
-                        leakage=exp.leakage if leakage else None)
+    def measure(full_retain: bool, splits: tuple[str, ...]) -> dict:
+        out = evaluate(model, data, runtime, exp.eval.batch_size, exp.eval.mia_seed, full_retain=full_retain,
+                       leakage=exp.leakage if leakage else None, splits=splits)
+        for metrics in out.values():
+            metrics.update(time_s=clock.elapsed, cost=clock.macs)
+        return out
 
     def epoch_end(phase: str, epoch: int, logs: dict, worth_evaluating: bool) -> None:
-        history.append({"phase": phase, "epoch": epoch + 1, "time_s": clock.elapsed, **logs})
+        history.append({"phase": phase, "epoch": epoch + 1, "time_s": clock.elapsed, "cost": clock.macs, **logs})
         if not (worth_evaluating and on_report):
             return
         with clock.paused():
             was_training = model.training
-            metrics = measure(full_retain=False)
-            metrics["time_s"] = clock.elapsed
-            comps, value = score(metrics)
+            metrics = measure(full_retain=False, splits=("val",))["val"]
+            comps, value = score(metrics, reference["val"], weights)
             on_report(EpochReport(phase, epoch + 1, logs, metrics, comps, value))
             model.train(was_training)
 
@@ -139,9 +152,10 @@ def run_method(prepared: Prepared, method: str | Method, hparams: dict, weights:
     seed_everything(seed)
     clock.start()
     stats = method.unlearn(model, view, dict(hparams), ctx)
-    time_s = clock.stop()
-    metrics = measure(full_retain=True)
-    metrics["time_s"] = time_s
-    comps, value = score(metrics)
-    return RunResult(method.name, exp.name, dict(hparams), metrics, dict(refs.reference_metrics),
-                     dict(refs.original_metrics), value, comps, stats or {}, history, runtime.describe(), model)
+    clock.stop()
+    final = measure(full_retain=True, splits=SPLITS)
+    comps, value = score(final["val"], reference["val"], weights)
+    test_comps, test_value = score(final["test"], reference["test"], weights)
+    return RunResult(method.name, exp.name, dict(hparams), final["val"], reference["val"], refs.baseline("val"),
+                     value, comps, final["test"], reference["test"], refs.baseline("test"), test_value, test_comps,
+                     stats or {}, history, runtime.describe(), model)

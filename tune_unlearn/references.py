@@ -1,5 +1,5 @@
-"""The original model (trained on all of D) and the retrained reference (same recipe on D_r),
-trained once and cached, with their evaluations.
+"""The original model (trained on all of D) and the retrained models (same recipe on D_r, K
+training seeds: `retrained_models`), each trained once and cached, with their evaluations.
 
 Cache layout, under the cache directory (`--cache-dir`, $TUNE_UNLEARN_CACHE, or
 ~/.cache/tune_unlearn):
@@ -7,9 +7,14 @@ Cache layout, under the cache directory (`--cache-dir`, $TUNE_UNLEARN_CACHE, or
     <experiment>/original-<key>.pt   state dict + meta; key: data fingerprint, model, recipe (and
                                      the forget classes when the original is made by transfer)
     <experiment>/retrain-<key>.pt    state dict + meta + the forget set's indices; key adds the
-                                     forget rule, so the original is shared across forget seeds
-    <experiment>/eval-<key>.json     metrics of a model on a split, under the current attacks
-                                     (the leakage attack's pl_forget_acc when asked for)
+                                     forget rule (so the original is shared across forget seeds)
+                                     and the training seed (train.seed + i for the i-th model, so
+                                     growing K trains only the new ones)
+    <experiment>/eval-<key>.json     metrics of a model on the validation and the test split,
+                                     under the current attacks (the leakage attack's
+                                     pl_forget_acc when asked for)
+
+Each model's metrics carry its training wall time (`time_s`) and cost (`cost`, MACs).
 
 Every file is written to a temporary name and renamed into place, so a killed run never leaves
 a half-written entry; checkpoints are read with `weights_only=True`. An unreadable entry is
@@ -33,13 +38,14 @@ import torch
 
 from .data import ExperimentData
 from .experiment import Experiment
-from .metrics import evaluate
+from .metrics import SPLITS, evaluate
+from .objective import Weights, distances, ensemble, leave_one_out, score
 from .models import build_model, load_state_checked, read_checkpoint
 from .runtime import Runtime, Stopwatch, seed_everything
 from .training import train_recipe
 
-CACHE_FORMAT = 2  # 2: narrow ResNet-18s replace only what differs from torchvision (a new initialisation)
-METRICS_VERSION = 1  # bump when metrics.evaluate changes meaning: cached evaluations are redone
+CACHE_FORMAT = 3  # 3: entries record their training cost in MACs (meta["train_macs"])
+METRICS_VERSION = 2  # 2: one evaluation per held-out split (val, test)  # bump when metrics.evaluate changes meaning: cached evaluations are redone
 
 
 def default_cache_dir() -> Path:
@@ -84,11 +90,35 @@ def log_stderr(message: str) -> None:
 @dataclass
 class References:
     original_state: dict
-    retrain_state: dict
-    original_metrics: dict
-    reference_metrics: dict
-    status: dict = field(default_factory=dict)  # role -> "cached" | "trained" | "checkpoint"
+    retrain_states: list[dict]
+    original: dict  # split -> metrics of the original model (time_s, cost: its training)
+    retrained: list[dict]  # one per retrained model: split -> metrics (time_s, cost: its training)
+    status: dict = field(default_factory=dict)  # role ("original", "retrain-<i>") -> "cached" | "trained" | "checkpoint"
     paths: dict = field(default_factory=dict)  # role -> absolute path of its cache file
+
+    def reference(self, split: str) -> dict:
+        """The retrained ensemble on `split`: each metric's mean, `<metric>_sd`, `n_models`."""
+        return ensemble(m[split] for m in self.retrained)
+
+    def baseline(self, split: str) -> dict:
+        """The original model's metrics as an unlearning that does nothing: time and cost 0."""
+        return {**self.original[split], "time_s": 0.0, "cost": 0}
+
+    def scored(self, weights: Weights) -> dict:
+        """Both baselines scored like a trial, per split: the original (no unlearning) and each
+        retrained model against the others (what a perfect unlearning scores)."""
+        out = {}
+        for split in SPLITS:
+            reference = self.reference(split)
+            comps, value = score(self.baseline(split), reference, weights)
+            out[split] = {
+                "reference": reference,
+                "original": {"metrics": self.baseline(split), "components": comps, "objective": value,
+                             "distances": distances(self.original[split], reference)},
+                "retrained": {"metrics": [m[split] for m in self.retrained],
+                              "objectives": leave_one_out([m[split] for m in self.retrained], weights)},
+            }
+        return out
 
 
 class ReferenceCache:
@@ -97,6 +127,7 @@ class ReferenceCache:
         self.log = log
 
     def _model_key(self, exp: Experiment, data: ExperimentData, role: str, checkpoint: str | None) -> str:
+        # exp.train.seed is the model's own training seed (the i-th retrained model's: seed + i)
         payload = {"format": CACHE_FORMAT, "role": role, "data": data.fingerprint, "model": asdict(exp.model),
                    "train": asdict(exp.train)}
         if role == "retrain" or exp.train.original == "transfer":  # a transferred original pretrains on D_f
@@ -136,7 +167,7 @@ class ReferenceCache:
         clock = Stopwatch(runtime).start()
         images = 0
         for what, part, stage in stages:
-            self.log(f"training the {role} model{what}: {stage.epochs} epochs on {len(part)} samples ({runtime.describe()})")
+            self.log(f"training the {role} model (seed {recipe.seed}){what}: {stage.epochs} epochs on {len(part)} samples ({runtime.describe()})")
             every = max(1, stage.epochs // 5)
 
             def progress(epoch: int, logs: dict, epochs=stage.epochs) -> None:
@@ -146,7 +177,8 @@ class ReferenceCache:
             train_recipe(model, part, stage, runtime, on_epoch=progress)
             images += stage.epochs * len(part)
         seconds = clock.stop()
-        meta = {"role": role, "experiment": exp.name, "train_time_s": seconds, "device": runtime.describe(),
+        meta = {"role": role, "experiment": exp.name, "train_time_s": seconds, "train_macs": clock.macs,
+                "seed": recipe.seed, "device": runtime.describe(),
                 "host": socket.gethostname(), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
                 "train_images_per_s": images / seconds}
         state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
@@ -159,13 +191,13 @@ class ReferenceCache:
             path = Path(checkpoint).resolve()
             state = read_checkpoint(path)
             load_state_checked(build_model(exp.model, data.num_classes, data.in_channels), state, f"checkpoint {path}")
-            return state, {"role": role, "train_time_s": None, "checkpoint": str(path)}, "checkpoint", path
+            return state, {"role": role, "train_time_s": None, "train_macs": None, "checkpoint": str(path)}, "checkpoint", path
         key = self._model_key(exp, data, role, None)
         path = self.root / exp.name / f"{role}-{key}.pt"
         forget = data.split.forget if role == "retrain" else None
         entry = self._load_entry(path, forget)
         if entry is not None:
-            self.log(f"cache hit: {role} model from {path}")
+            self.log(f"cache hit: {role} model (seed {exp.train.seed}) from {path}")
             return entry["state_dict"], entry["meta"], "cached", path
         if not allow_training:
             raise RuntimeError(f"the {role} model is not in the cache ({path}); the driver prepares it before trials start")
@@ -178,11 +210,12 @@ class ReferenceCache:
         return state, meta, "trained", path
 
     def metrics(self, exp: Experiment, data: ExperimentData, runtime: Runtime, state: dict, model_id: str,
-                time_s: float | None, leakage: bool = False) -> dict:
-        """Evaluation of a cached model on this split (cached too, keyed by model and split),
-        with the leakage attack's `pl_forget_acc` when `leakage`."""
+                meta: dict, leakage: bool = False) -> dict:
+        """Evaluation of a cached model on both held-out splits (split -> metrics; cached too,
+        keyed by model and split), with the leakage attack's `pl_forget_acc` when `leakage`."""
         key = digest({"model": model_id, "forget": asdict(exp.forget), "eval": asdict(exp.eval),
                       "metrics": METRICS_VERSION, "data": data.fingerprint,
+                      "heldout": [exp.dataset.val_fraction, exp.dataset.val_seed],
                       "leakage": asdict(exp.leakage) if leakage else None})
         path = self.root / exp.name / f"eval-{key}.json"
         if path.exists():
@@ -194,24 +227,34 @@ class ReferenceCache:
         model.load_state_dict(state)
         result = evaluate(model, data, runtime, exp.eval.batch_size, exp.eval.mia_seed,
                           leakage=exp.leakage if leakage else None)
-        result["time_s"] = time_s
+        for split_metrics in result.values():
+            split_metrics.update(time_s=meta.get("train_time_s"), cost=meta.get("train_macs"))
         atomic_write_text(path, json.dumps(result, indent=1))
         return result
+
+
+def retrain_seeds(exp: Experiment) -> list[int]:
+    """Training seeds of the retrained models: train.seed, train.seed + 1, ..."""
+    return [exp.train.seed + i for i in range(exp.retrained_models)]
 
 
 def prepare_references(exp: Experiment, data: ExperimentData, runtime: Runtime, cache_dir: str | Path,
                        original_checkpoint: str | None = None, allow_training: bool = True,
                        log: Callable[[str], None] = log_stderr, leakage: bool = False) -> References:
     cache = ReferenceCache(cache_dir, log)
-    refs = References({}, {}, {}, {})
-    for role in ("original", "retrain"):
-        state, meta, status, path = cache.model(exp, data, runtime, role, allow_training, original_checkpoint)
+    refs = References({}, [], {}, [])
+    jobs = [("original", "original", exp)]
+    jobs += [(f"retrain-{i}", "retrain", replace(exp, train=replace(exp.train, seed=seed)))
+             for i, seed in enumerate(retrain_seeds(exp))]
+    for name, role, model_exp in jobs:
+        state, meta, status, path = cache.model(model_exp, data, runtime, role, allow_training, original_checkpoint)
         # A rebuilt entry keeps its name but is a new model: its creation time is part of the id.
         model_id = file_digest(path) if status == "checkpoint" else f"{path.name}@{meta.get('created')}"
-        metrics = cache.metrics(exp, data, runtime, state, model_id, meta.get("train_time_s"), leakage)
-        refs.status[role], refs.paths[role] = status, str(path)
+        metrics = cache.metrics(model_exp, data, runtime, state, model_id, meta, leakage)
+        refs.status[name], refs.paths[name] = status, str(path)
         if role == "original":
-            refs.original_state, refs.original_metrics = state, metrics
+            refs.original_state, refs.original = state, metrics
         else:
-            refs.retrain_state, refs.reference_metrics = state, metrics
+            refs.retrain_states.append(state)
+            refs.retrained.append(metrics)
     return refs

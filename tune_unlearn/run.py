@@ -20,7 +20,7 @@ import torch
 
 from .cli import add_experiment_args, experiment_overrides, main_guard, parse_assignments, parse_weights, write_json
 from .errors import UserError
-from .experiment import available_experiments, load_experiment
+from .experiment import DEFAULT_EXPERIMENT, available_experiments, load_experiment
 from .methods import get_method, method_names
 from .objective import Weights
 from .pipeline import prepare, run_method
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {**(cfg.experiment_overrides if cfg else {}), **experiment_overrides(args)}
     run = resolve_run(
         args.method or (cfg and cfg.method) or "selective",
-        args.experiment or (cfg and cfg.experiment) or "digits",
+        args.experiment or (cfg and cfg.experiment) or DEFAULT_EXPERIMENT,
         overrides,
         cfg.hparams if cfg else {},
         parse_assignments(args.set, "--set"),

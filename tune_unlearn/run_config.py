@@ -10,7 +10,9 @@ File format (every key optional; unknown keys are an error):
     hparams: {lam: 1.0e-6, decay: 0.1}
     weights: {time: 0.05}
     seed: 0
-    result: {...}      # what the search measured; informational, ignored by run
+    metrics: {...}       # what the search measured on the validation split; informational,
+    test_metrics: {...}  # ... and on the test split; both ignored by run
+    result: {...}        # the trial's id, objective, components, references; ignored by run
 
 A file holding none of these keys is read as a flat mapping of hyperparameters.
 """
@@ -36,6 +38,8 @@ class RunConfig:
     hparams: dict = field(default_factory=dict)
     weights: dict = field(default_factory=dict)
     seed: int | None = None
+    metrics: dict = field(default_factory=dict)
+    test_metrics: dict = field(default_factory=dict)
     result: dict = field(default_factory=dict)
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .cost import CostMeter
 from .errors import UserError, one_of
 
 
@@ -75,16 +76,23 @@ def limit_threads(cpus: float | int | None) -> None:
 
 
 class Stopwatch:
-    """Wall time of the unlearning procedure alone: synchronises the device at every start and
-    stop, and `paused()` excludes evaluation done in callbacks."""
+    """Wall time and cost (MACs, see cost.py) of the unlearning procedure alone: synchronises
+    the device at every start and stop, and `paused()` excludes evaluation done in callbacks
+    from both."""
 
     def __init__(self, runtime: Runtime):
         self._runtime = runtime
         self._elapsed = 0.0
         self._started: float | None = None
+        self.meter = CostMeter()
+
+    @property
+    def macs(self) -> int:
+        return self.meter.macs
 
     def start(self) -> "Stopwatch":
         self._runtime.sync()
+        self.meter.start()
         self._started = time.perf_counter()
         return self
 
@@ -93,6 +101,7 @@ class Stopwatch:
             self._runtime.sync()
             self._elapsed += time.perf_counter() - self._started
             self._started = None
+            self.meter.stop()
         return self._elapsed
 
     @property

@@ -68,7 +68,7 @@ class Plan:
         if not self.multi_objective:
             return ["objective"], ["max"]
         names = [c for c in COMPONENT_MODES if c != "leak_gap" or self.leakage]
-        return names, [COMPONENT_MODES[c] for c in names]
+        return names, [COMPONENT_MODES[c] for c in names]  # every component is minimised
 
     def to_json(self) -> dict:
         return {
@@ -83,7 +83,7 @@ class Plan:
 
     @classmethod
     def from_json(cls, saved: dict, run_dir: Path) -> "Plan":
-        weights = Weights(**saved["weights"])
+        weights = Weights().updated(saved["weights"], f"{run_dir / SEARCH_FILE} (made by an older version: start a new search)")
         params = {k: ParamSpec(v["type"], v["low"], v["high"], tuple(v["values"])) for k, v in saved["params"].items()}
         space = SearchSpace(saved["space"], saved["method"], saved["experiment"], "", saved["experiment_overrides"],
                             saved["num_samples"], weights, params, saved["fixed"])
@@ -153,6 +153,9 @@ def make_plan(args: argparse.Namespace) -> Plan:
     space = choose_space(args)
     overrides = {**space.experiment_overrides, **experiment_overrides(args)}
     run = resolve_run(space.method, args.experiment or space.experiment, overrides, space.fixed)
+    if args.scheduler == "asha" and args.multi_objective:
+        raise UserError("--scheduler asha cannot be used with --multi-objective: ASHA stops trials on one metric, and "
+                        "Ray documents that ASHA-type schedulers may not work correctly with several; use --scheduler fifo")
     if args.scheduler == "asha" and run.method.epochs_hparam is None:
         raise UserError(f"method {space.method!r} reports no per-epoch states, so ASHA has nothing to stop "
                         "early; use --scheduler fifo")
@@ -215,7 +218,8 @@ def start_ray(args: argparse.Namespace) -> dict:
 
 def prepare_references(plan: Plan, resources: dict, download: bool) -> dict:
     """Train or load the references in a Ray task (on a GPU when the cluster has one) that exits
-    afterwards, so its memory is free before the trials start."""
+    afterwards, so its memory is free before the trials start. Returns them scored like trials
+    (References.scored) with where they came from."""
     import ray
 
     from .pipeline import prepare
@@ -225,22 +229,39 @@ def prepare_references(plan: Plan, resources: dict, download: bool) -> dict:
     cpus = max(1, min(int(resources.get("CPU", 1)), 8))
 
     @ray.remote(num_cpus=cpus, num_gpus=gpus, max_calls=1)
-    def prepare_task(exp, cache_dir, original, download, leakage):
+    def prepare_task(exp, cache_dir, original, download, leakage, weights):
         limit_threads(cpus)
         runtime = make_runtime("auto")
         prepared = prepare(exp, runtime, cache_dir, original, download, leakage=leakage)
         refs, data = prepared.refs, prepared.data
-        return {"reference": refs.reference_metrics, "original": refs.original_metrics, "status": refs.status,
-                "paths": refs.paths, "device": runtime.describe(),
+        return {"baselines": refs.scored(weights), "status": refs.status, "paths": refs.paths,
+                "device": runtime.describe(),
                 "sizes": {"train": len(data.train), "retain": len(data.retain), "forget": len(data.forget),
-                          "test": len(data.test)}}
+                          "val": len(data.val), "test": len(data.test)}}
 
     try:
-        return ray.get(prepare_task.remote(plan.experiment, plan.cache_dir, plan.original, download, plan.leakage))
+        return ray.get(prepare_task.remote(plan.experiment, plan.cache_dir, plan.original, download, plan.leakage,
+                                           plan.weights))
     except ray.exceptions.RayTaskError as exc:
         if isinstance(exc.cause, UserError):
             raise exc.cause from None
         raise
+
+
+def separation(baselines: dict) -> str:
+    """How far the original model is from the retrained ones on the validation split, in units
+    of their spread, with a warning when no measure reaches 2 (nothing visible to unlearn)."""
+    val = baselines["val"]
+    distances = val["original"]["distances"]
+    n = val["reference"]["n_models"]
+    parts = ", ".join(f"{name.removesuffix('_gap')} {d:.1f}" for name, d in distances.items())
+    text = f"original vs the {n} retrained models (|difference| / their spread, validation split): {parts}"
+    if max(distances.values()) < 2:
+        text += ("\nwarning: the original model is within 2 spreads of the retrained models on every measure: this "
+                 "benchmark sees nothing to unlearn, and the search will mostly tune noise")
+    if n < 2:
+        text += "\nwarning: one retrained model has no spread; gaps are measured in units of the 1-point floor"
+    return text
 
 
 def make_trainable(plan: Plan, gpus: float):
@@ -268,8 +289,10 @@ def make_tuner(plan: Plan, trainable, max_concurrent: int):
         method = get_method(plan.method)
         epochs = plan.space.max_value(method.epochs_hparam, method)
         # One report per evaluated epoch plus the final one: the budget is epochs + 1 iterations.
-        scheduler = ASHAScheduler(time_attr="training_iteration", metric="objective", mode="max",
-                                  max_t=int(epochs) + 1, grace_period=1, reduction_factor=2)
+        # Rungs count evaluated epochs (`epoch` in every report; a trial's final report carries the
+        # count of its last evaluated epoch), so a trial is compared with others in the same state.
+        # metric and mode come from TuneConfig (Tune refuses them twice)
+        scheduler = ASHAScheduler(time_attr="epoch", max_t=max(1, int(epochs)), grace_period=1, reduction_factor=2)
     else:
         scheduler = FIFOScheduler()
     tune_config = tune.TuneConfig(
@@ -279,8 +302,8 @@ def make_tuner(plan: Plan, trainable, max_concurrent: int):
         trial_dirname_creator=trial_dirname,
     )
     reporter = tune.CLIReporter(
-        metric_columns={"objective": "objective", "test_acc": "test", "forget_acc": "forget", "mia": "MIA",
-                        "time_s": "time s", "training_iteration": "reports"},
+        metric_columns={"objective": "objective", "val_acc": "val", "forget_acc": "forget", "mia": "MIA",
+                        "cost_ratio": "cost", "time_s": "time s", "training_iteration": "reports"},
         parameter_columns=list(plan.space.params), max_report_frequency=30, max_progress_rows=12,
         sort_by_metric=True,
         # single-objective searches pass metric/mode through TuneConfig; the reporter must not repeat them
@@ -330,10 +353,15 @@ def main(argv: list[str] | None = None) -> int:
     plan.gpus_per_trial = gpus
     max_concurrent = concurrency(resources, plan.cpus_per_trial, gpus, args.max_concurrent)
     refs = prepare_references(plan, resources, args.download)
-    saved = {**plan.to_json(), "reference": refs["reference"], "original_model": refs["original"],
+    baselines = refs["baselines"]
+    saved = {**plan.to_json(), "reference": baselines["val"]["reference"],
+             "reference_test": baselines["test"]["reference"],
+             "original_model": baselines["val"]["original"]["metrics"],
+             "original_objective": baselines["val"]["original"]["objective"], "baselines": baselines,
              "reference_status": refs["status"], "reference_paths": refs["paths"], "prepared_on": refs["device"],
              "sizes": refs["sizes"], "max_concurrent": max_concurrent,
              "created": time.strftime("%Y-%m-%d %H:%M:%S"), "command": sys.argv}
+    print(separation(baselines), flush=True)
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     if not resuming:
         atomic_write_text(plan.run_dir / SEARCH_FILE, json.dumps(saved, indent=1, default=str))

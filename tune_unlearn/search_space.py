@@ -29,6 +29,7 @@ from typing import Any
 
 from .config import NamedFiles, from_mapping, read_yaml
 from .errors import UserError, one_of
+from .experiment import DEFAULT_EXPERIMENT
 from .methods import get_method
 from .methods.base import HParam, Method
 from .objective import Weights
@@ -53,7 +54,7 @@ class ParamSpec:
 @dataclass(frozen=True)
 class SpaceFile:
     method: str
-    experiment: str = "digits"
+    experiment: str = DEFAULT_EXPERIMENT
     description: str = ""
     experiment_overrides: dict = field(default_factory=dict)
     num_samples: int = 16

@@ -4,7 +4,9 @@ The only module that calls `tune.report`.
 Every report holds a finite `objective` and all its components (Tune checks the metrics the
 searcher and scheduler name on every report): one report per evaluated epoch of the method
 (fine-tuning epochs for `selective`, the budget ASHA schedules over), then a final report with
-the full evaluation and the method's statistics.
+the full evaluation and the method's statistics. Every report is measured on the validation
+split; the final one adds the test split's numbers (`test_acc`, `test_mia`, `test_objective`),
+which no searcher or scheduler reads.
 
 A trial that diverges or runs out of GPU memory raises `TrialFailed` with the reason: Tune
 marks it errored, the searcher records a failed trial, and the search goes on.
@@ -60,14 +62,29 @@ def report_of(metrics: dict, components: dict, objective: float, **extra) -> dic
     return out
 
 
-def epoch_report(r: EpochReport) -> dict:
-    return report_of(r.metrics, r.components, r.objective, phase=r.phase, epoch=r.epoch, final=0,
+def test_columns(test_metrics: dict, test_objective: float) -> dict:
+    """The test split's numbers under names that cannot be mistaken for what was optimised:
+    test_acc (and forget_test_acc) as they are, the attacks as test_mia, test_mia_cv_acc."""
+    out = {k: v for k, v in test_metrics.items() if k.endswith("test_acc") and v is not None}
+    out.update({f"test_{k}": test_metrics[k] for k in ("mia", "mia_cv_acc", "pl_forget_acc")
+                if test_metrics.get(k) is not None})
+    out["test_objective"] = test_objective
+    return out
+
+
+def epoch_report(r: EpochReport, count: int) -> dict:
+    """`epoch` counts the evaluated epochs so far (the method's own epoch number is
+    `phase_epoch`): ASHA compares trials at equal values of it."""
+    return report_of(r.metrics, r.components, r.objective, phase=r.phase, phase_epoch=r.epoch, epoch=count, final=0,
                      **{f"train_{k}": v for k, v in r.logs.items() if isinstance(v, (int, float))})
 
 
-def final_report(result: RunResult) -> dict:
+def final_report(result: RunResult, epochs: int) -> dict:
+    """The full evaluation after the run; `epoch` is the number of evaluated epochs before it,
+    so that ASHA never judges this report against another trial's early one."""
     stats = {k: v for k, v in result.stats.items() if isinstance(v, (int, float))}
-    return report_of(result.metrics, result.components, result.objective, phase="final", final=1, **stats)
+    return report_of(result.metrics, result.components, result.objective, phase="final", final=1, epoch=epochs,
+                     **test_columns(result.test_metrics, result.test_objective), **stats)
 
 
 # Per-process memo: Tune reuses trial actors, so data and references stay on the device.
@@ -94,16 +111,21 @@ def unlearning_trial(config: dict, job: TrialJob) -> None:
     prepared = _prepared(job)
     method = get_method(job.method)
     hparams = method.resolve(job.experiment.method_defaults.get(job.method, {}), job.fixed, config)
+    epochs = []
+
+    def report(r: EpochReport) -> None:
+        epochs.append(r.epoch)
+        tune.report(epoch_report(r, len(epochs)))
+
     try:
-        result = run_method(prepared, method, hparams, job.weights, job.seed,
-                            on_report=lambda r: tune.report(epoch_report(r)), leakage=job.leakage)
+        result = run_method(prepared, method, hparams, job.weights, job.seed, on_report=report, leakage=job.leakage)
     except Diverged as exc:
         raise TrialFailed(f"diverged: {exc}") from None
     except torch.cuda.OutOfMemoryError as exc:
         _PREPARED.clear()
         torch.cuda.empty_cache()
         raise TrialFailed(f"out of GPU memory: {str(exc).splitlines()[0]}") from None
-    final = final_report(result)
+    final = final_report(result, len(epochs))
     final["trial_time_s"] = time.perf_counter() - started  # the whole trial: data, unlearning, evaluation
     atomic_write_text(trial_dir / HISTORY, json.dumps(result.history))
     atomic_write_text(done, json.dumps(final))
