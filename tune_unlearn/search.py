@@ -284,9 +284,13 @@ def make_tuner(plan: Plan, trainable, max_concurrent: int):
 
     metrics, modes = plan.objectives()
     single = not plan.multi_objective
-    searcher = OptunaSearch(metric=metrics[0] if single else metrics, mode=modes[0] if single else modes, seed=plan.seed)
+    # The first trial runs the method's defaults (where the space contains them), so a search
+    # never ends below the defaults on the validation split for want of trying them.
+    method = get_method(plan.method)
+    start = plan.space.start_point(method.resolve(plan.experiment.method_defaults.get(plan.method, {}), plan.space.fixed))
+    searcher = OptunaSearch(metric=metrics[0] if single else metrics, mode=modes[0] if single else modes, seed=plan.seed,
+                            points_to_evaluate=[start] if start else None)
     if plan.scheduler == "asha":
-        method = get_method(plan.method)
         epochs = plan.space.max_value(method.epochs_hparam, method)
         # One report per evaluated epoch plus the final one: the budget is epochs + 1 iterations.
         # Rungs count evaluated epochs (`epoch` in every report; a trial's final report carries the

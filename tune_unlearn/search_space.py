@@ -44,6 +44,11 @@ class ParamSpec:
     high: float | None = None
     values: tuple[Any, ...] = ()
 
+    def contains(self, value: Any) -> bool:
+        if self.type == "choice":
+            return value in self.values
+        return isinstance(value, (int, float)) and self.low <= value <= self.high
+
     def bounds(self) -> tuple[Any, Any]:
         """Smallest and largest value this parameter can take (choices: min/max if ordered)."""
         if self.type == "choice":
@@ -92,6 +97,12 @@ class SearchSpace:
             else:
                 out[name] = tune.choice(list(p.values))
         return out
+
+    def start_point(self, hparams: dict) -> dict | None:
+        """The searched values of `hparams` (a method's resolved defaults) when every one lies
+        inside this space: the trial a search runs first. None when one falls outside."""
+        point = {name: hparams[name] for name in self.params}
+        return point if all(self.params[n].contains(v) for n, v in point.items()) else None
 
     def max_value(self, name: str, method: Method) -> Any:
         """The largest value `name` can take in this space (searched, fixed or default)."""
