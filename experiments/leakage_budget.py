@@ -36,7 +36,7 @@ def main() -> None:
     prepared = prepare(exp, runtime, args.cache_dir or default_cache_dir(), args.original, args.download)
     seed_everything(0)
     untrained = runtime.prepare(build_model(exp.model, prepared.data.num_classes, prepared.data.in_channels))
-    models = {"original": prepared.model(), "retrained": prepared.model(prepared.refs.retrain_state),
+    models = {"original": prepared.model(), "retrained": prepared.model(prepared.refs.retrain_states[0]),
               "untrained": untrained}
     print(f"{exp.name}, forget {exp.forget.rule} {list(exp.forget.classes) or exp.forget.fraction}, "
           f"{len(prepared.data.forget)} forget samples, {runtime.describe()}")
