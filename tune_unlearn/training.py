@@ -46,13 +46,16 @@ def run_epochs(
     on_epoch: EpochCallback | None = None,
     what: str = "training loss",
     before_step: Callable[[], None] | None = None,
+    train_mode: bool = True,
 ) -> None:
     """The training loop every method shares: `epochs` passes over `batches()` (called once per
     epoch), minimising `loss_fn(batch)` under autocast; the scheduler steps per batch. The loss
     is synchronised once per epoch, not per step, and checked for divergence. `before_step`
-    runs between backward and the optimizer step (gradient masks and scaling)."""
+    runs between backward and the optimizer step (gradient masks and scaling). With
+    `train_mode=False` the model trains in eval mode: BatchNorm uses and keeps its running
+    statistics."""
     for epoch in range(epochs):
-        model.train()
+        model.train(train_mode)
         total = torch.zeros((), device=runtime.device)
         steps = 0
         for batch in batches():
