@@ -45,7 +45,7 @@ from .runtime import Runtime, Stopwatch, seed_everything
 from .training import train_recipe
 
 CACHE_FORMAT = 3  # 3: entries record their training cost in MACs (meta["train_macs"])
-METRICS_VERSION = 3  # 2: one evaluation per held-out split (val, test); 3: the kit attack's test size, the probe on held-out classes  # bump when metrics.evaluate changes meaning: cached evaluations are redone
+METRICS_VERSION = 3  # bump when evaluate changes meaning (2: per split; 3: kit attack test size, probe target)
 
 
 def default_cache_dir() -> Path:
