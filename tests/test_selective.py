@@ -80,3 +80,67 @@ def test_a_full_run_reports_per_epoch_states_and_the_mask_history(prepared):
     assert [h["epoch"] for h in result.history if h["phase"] == "mask"] == [1, 2, 3]
     assert reports[-1].metrics["time_s"] <= result.metrics["time_s"]
     assert result.metrics["time_s"] > 0
+
+
+@pytest.mark.parametrize("scope", ["layer4", "layer3+layer4"])
+def test_cached_prefix_mask_learning_selects_what_the_full_network_would(prepared, runtime, scope):
+    """mask_scope=scope learns from cached activations through the scope alone; masking the same
+    weights inside the full network (same seed, same data) selects the same entries."""
+    from tune_unlearn.masking import CachedInputs, learn_mask
+    from tune_unlearn.models import first_stage
+
+    names = scope_names(maskable_names(prepared.model()), scope)
+    settings = dict(x_init=0.01, threshold=0.005, lam=1e-6, lr=1e-3, epochs=4, batch_size=32, names=names)
+    torch.manual_seed(0)
+    full = learn_mask(prepared.model(), prepared.data.forget, runtime, **settings)
+    model = prepared.model()
+    cached = CachedInputs(model, prepared.data.forget, runtime, first_stage(names), 512)
+    torch.manual_seed(0)
+    fast = learn_mask(model, cached, runtime, start=first_stage(names), **settings)
+    for name in names:
+        assert torch.allclose(full.real[name], fast.real[name], atol=1e-6), name
+        assert torch.equal(full.selected()[name], fast.selected()[name]), name
+
+
+def test_ft_scope_scope_leaves_everything_before_the_scope_unchanged(prepared):
+    hp = get_method("selective").resolve({"mask_batch_size": 32, "mask_epochs": 2, "ft_epochs": 1,
+                                          "mask_scope": "scope", "ft_scope": "scope", "layer_scope": "layer4"})
+    result = run_method(prepared, "selective", hp)
+    after = {k: v.cpu() for k, v in result.model.state_dict().items()}
+    original = prepared.refs.original_state
+    before_scope = [k for k in original if k.split(".")[0] in ("conv1", "bn1", "layer1", "layer2", "layer3")]
+    assert before_scope and all(torch.equal(after[k], original[k]) for k in before_scope)  # BatchNorm statistics too
+    assert not torch.equal(after["layer4.1.conv2.weight"], original["layer4.1.conv2.weight"])
+    assert not torch.equal(after["fc.weight"], original["fc.weight"])
+
+
+def test_a_scope_mask_over_every_layer_is_the_paper_mask(prepared):
+    """mask_scope=scope with layer_scope=all has no frozen prefix: it is mask_scope=all."""
+    base = {"mask_batch_size": 32, "mask_epochs": 2, "ft_epochs": 1, "layer_scope": "all"}
+    a = run_method(prepared, "selective", get_method("selective").resolve({**base, "mask_scope": "all"}))
+    b = run_method(prepared, "selective", get_method("selective").resolve({**base, "mask_scope": "scope"}))
+    assert a.metrics["forget_acc"] == b.metrics["forget_acc"] and a.stats == b.stats
+
+
+def test_the_scope_options_cost_less(prepared):
+    base = {"mask_batch_size": 32, "mask_epochs": 4, "ft_epochs": 1}
+    paper = run_method(prepared, "selective", get_method("selective").resolve(base))
+    fast = run_method(prepared, "selective", get_method("selective").resolve(
+        {**base, "mask_scope": "scope", "ft_scope": "scope"}))
+    assert fast.metrics["cost"] < paper.metrics["cost"] / 2
+
+
+def test_bn_recalibrate_re_estimates_the_statistics_on_the_retain_set(prepared):
+    from tune_unlearn.training import recalibrate_batchnorm
+
+    model = prepared.model()
+    recalibrate_batchnorm(model, prepared.data.retain, 512)
+    first = dict(model.named_buffers())["bn1.running_mean"].clone()
+    x = torch.cat([x for x, _ in prepared.data.retain.batches(512)])
+    with torch.no_grad():
+        stem = model.conv1(x)
+    assert torch.allclose(first, stem.mean(dim=(0, 2, 3)), atol=1e-4)  # the retain set's own mean
+    hp = get_method("selective").resolve({"mask_batch_size": 32, "mask_epochs": 2, "ft_epochs": 0, "bn_recalibrate": True})
+    result = run_method(prepared, "selective", hp)
+    assert not torch.equal(result.model.state_dict()["layer1.0.bn1.running_var"].cpu(),
+                           prepared.refs.original_state["layer1.0.bn1.running_var"])

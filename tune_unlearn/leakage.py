@@ -2,8 +2,12 @@
 
 Following Disposable Transfer Learning (Koh et al., 2023): freeze the unlearned model, learn
 a binary mask over its feature extractor (Piggyback, no L1 term) together with a new linear
-classifier, on a fixed part of the forget set for a few epochs, and measure the accuracy on the
-rest of the forget set: `pl_forget_acc`. The new head matters: unlearning often only pushes
+classifier, on a fixed part of the forget set for a few epochs, and measure the accuracy:
+`pl_forget_acc`. With whole classes forgotten it is measured on the forgotten classes'
+held-out samples (the validation or the test split's), as DTL measures relearning on the
+source task's test data: forget-set samples were memorised by the original, so scoring on
+them would mix membership into task knowledge. With a random forget set it is measured on the
+rest of the forget set. The new head matters: unlearning often only pushes
 the old head's outputs for forgotten classes down, and a mask cannot undo a bias. Knowledge
 the features still hold comes back; knowledge that is gone does not. Compare it with the
 retrained model under the same attack (the reference carries its own `pl_forget_acc`), not
@@ -16,6 +20,7 @@ answers that class).
 from __future__ import annotations
 
 import copy
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -36,9 +41,15 @@ def attack_split(forget: Part, spec: LeakageSpec) -> tuple[Part, Part]:
 
 
 def relearn_accuracy(model: nn.Module, forget: Part, runtime: Runtime, spec: LeakageSpec, eval_batch_size: int) -> float:
-    """pl_forget_acc (%): accuracy on the held-out forget samples of a copy of `model` whose
-    feature extractor is masked and whose classifier is new, both learned on the attacker's
-    part. `model` itself is not changed."""
+    """pl_forget_acc (%) on the held-out rest of the forget set (see relearn_accuracies)."""
+    return relearn_accuracies(model, forget, runtime, spec, eval_batch_size, [None])[0]
+
+
+def relearn_accuracies(model: nn.Module, forget: Part, runtime: Runtime, spec: LeakageSpec, eval_batch_size: int,
+                       targets: Sequence[Part | None]) -> list[float]:
+    """pl_forget_acc (%) on each of `targets` (None: the held-out rest of the forget set) of a
+    copy of `model` whose feature extractor is masked and whose classifier is new, both learned
+    once on the attacker's part of the forget set. `model` itself is not changed."""
     if len(forget) < 2 or len(torch.unique(forget.labels)) < 2:
         raise ValueError("the leakage attack needs a forget set of at least two classes")
     learn, held_out = attack_split(forget, spec)
@@ -50,4 +61,5 @@ def relearn_accuracy(model: nn.Module, forget: Part, runtime: Runtime, spec: Lea
         mask = learn_mask(probe, learn, runtime, x_init=spec.x_init, threshold=spec.threshold, lam=0.0,
                           lr=spec.lr, epochs=spec.epochs, batch_size=spec.batch_size, names=features,
                           trainable=list(probe.fc.parameters()), trainable_lr=spec.head_lr)
-    return masked_accuracy(mask, held_out, runtime, eval_batch_size)
+    return [masked_accuracy(mask, held_out if target is None else target, runtime, eval_batch_size)
+            for target in targets]

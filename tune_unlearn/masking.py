@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .data import Part
+from .data import Part, batch_count
 from .runtime import Runtime
 from .training import check_finite
 
@@ -56,12 +56,41 @@ def scope_names(names: list[str], scope: str) -> list[str]:
     return [n for n in names if n.split(".")[0] in parts]
 
 
+class CachedInputs:
+    """The activations a frozen prefix of the network gives for a part, computed once (eval
+    mode, no augmentation), with the part's `batches` interface: mask learning over the last
+    stages then runs forward and backward through those stages alone."""
+
+    def __init__(self, model: nn.Module, part: Part, runtime: Runtime, start: str, batch_size: int):
+        was_training = model.training
+        model.eval()
+        inputs, labels = [], []
+        with torch.no_grad(), runtime.autocast():
+            for x, y in part.batches(batch_size):
+                inputs.append(model(x, stop=start))
+                labels.append(y)
+        model.train(was_training)
+        self.inputs, self._labels = torch.cat(inputs), torch.cat(labels)
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    def batches(self, batch_size: int, shuffle: bool = False, augment: bool = False):
+        order = torch.arange(len(self), device=self._labels.device)
+        if shuffle:  # the same draws as TensorPart.batches, so both give the same batch order
+            order = order[torch.randperm(len(order), device=order.device)]
+        for chunk in order.tensor_split(batch_count(len(order), batch_size)):
+            yield self.inputs[chunk], self._labels[chunk]
+
+
 class PiggybackMask:
     """Real-valued masks over a frozen model's conv/linear weights (or the subset `names`),
-    applied by `forward`."""
+    applied by `forward`, which runs the model from stage `start` (models.STAGES) on."""
 
-    def __init__(self, model: nn.Module, x_init: float, threshold: float, names: list[str] | None = None):
+    def __init__(self, model: nn.Module, x_init: float, threshold: float, names: list[str] | None = None,
+                 start: str = "stem"):
         self.model = model
+        self.start = start
         self.threshold = threshold
         params = dict(model.named_parameters())
         self.names = maskable_names(model) if names is None else list(names)
@@ -71,7 +100,9 @@ class PiggybackMask:
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         masked = {n: _MaskedWeight.apply(self.weights[n], self.real[n], self.threshold) for n in self.names}
-        return functional_call(self.model, masked, (x,))
+        if self.start == "stem":
+            return functional_call(self.model, masked, (x,))
+        return functional_call(self.model, masked, (x,), {"start": self.start})
 
     @torch.no_grad()
     def selected(self) -> dict[str, torch.Tensor]:
@@ -104,12 +135,18 @@ def learn_mask(
     names: list[str] | None = None,
     trainable: list[nn.Parameter] | None = None,
     trainable_lr: float | None = None,
+    start: str = "stem",
+    stop_delta: float = 0.0,
 ) -> PiggybackMask:
     """Learn a Piggyback mask on `part` with loss CE + lam * ||X||_1 (Adam on X only).
 
     `names` restricts the mask to some weights (default: every conv and linear weight);
     `trainable` are parameters trained alongside the mask (Piggyback's new classifier head for
     a new task), with Adam at `trainable_lr` (default: `lr`); every other parameter stays frozen.
+    With `start` (a stage of models.STAGES), `part` holds the activations entering that stage
+    (CachedInputs) and every masked weight must lie at or after it. With `stop_delta` > 0,
+    learning stops after the first epoch in which the zero share, once above 0, grew by less
+    than `stop_delta` (it has levelled off).
 
     The L1 gradient lam * sign(X) is added to X.grad directly (two fused foreach kernels)
     instead of back-propagating through a sum of |X| over every weight tensor: the same
@@ -121,12 +158,13 @@ def learn_mask(
     model.eval()  # BatchNorm keeps the original statistics
     for p in model.parameters():
         p.requires_grad_(any(p is t for t in trainable))
-    mask = PiggybackMask(model, x_init, threshold, names)
+    mask = PiggybackMask(model, x_init, threshold, names, start)
     reals = list(mask.real.values())
     groups = [{"params": reals, "lr": lr}]
     if trainable:
         groups.append({"params": trainable, "lr": trainable_lr or lr})
     optimizer = torch.optim.Adam(groups)
+    previous = 0.0
     try:
         for epoch in range(epochs):
             total = torch.zeros((), device=runtime.device)
@@ -143,8 +181,12 @@ def learn_mask(
                 total += loss.detach().float() * len(y)
                 seen += len(y)
             ce = check_finite(total.item() / max(seen, 1), f"mask-learning loss in epoch {epoch + 1}")
+            share = mask.zero_share()
             if on_epoch is not None:
-                on_epoch(epoch, {"mask_ce": ce, "mask_zero_share": mask.zero_share()})
+                on_epoch(epoch, {"mask_ce": ce, "mask_zero_share": share})
+            if stop_delta > 0 and 0 < share < previous + stop_delta:
+                break
+            previous = share
     finally:
         for p, r in zip(model.parameters(), requires):
             p.requires_grad_(r)

@@ -29,7 +29,7 @@ from torch import nn
 
 from .data import ExperimentData
 from .experiment import LeakageSpec
-from .leakage import relearn_accuracy
+from .leakage import relearn_accuracies
 from .runtime import Runtime
 from .training import Diverged, predict
 
@@ -68,15 +68,17 @@ def member_rate(retain: np.ndarray, test: np.ndarray, forget: np.ndarray, seed: 
 
 
 def forget_test_attack(forget_loss: np.ndarray, test_loss: np.ndarray, seed: int = 0, n_splits: int = 10) -> float | None:
-    """The competition kit's attack: cross-validated accuracy (%) of a logistic regression on
-    losses telling forget from test samples, on balanced sets. None if there are too few."""
+    """The competition kit's attack (`simple_mia` in unlearning-challenge/starting-kit):
+    cross-validated accuracy (%) of a logistic regression on losses telling forget from
+    held-out samples, on balanced sets; 10 stratified shuffle splits with sklearn's default
+    test size (10%), as in the kit. None if there are too few."""
     rng = np.random.default_rng(seed)
     n = min(len(forget_loss), len(test_loss))
     if n < 10:
         return None
     x = np.concatenate([forget_loss[_balanced(rng, len(forget_loss), n)], test_loss[_balanced(rng, len(test_loss), n)]])
     y = np.concatenate([np.ones(n), np.zeros(n)])
-    cv = StratifiedShuffleSplit(n_splits=n_splits, test_size=0.2, random_state=seed)
+    cv = StratifiedShuffleSplit(n_splits=n_splits, random_state=seed)
     scores = cross_val_score(LogisticRegression(), x.reshape(-1, 1), y, cv=cv, scoring="accuracy")
     return 100.0 * float(scores.mean())
 
@@ -89,7 +91,8 @@ def evaluate(model: nn.Module, data: ExperimentData, runtime: Runtime, batch_siz
     Each dict holds the retain and forget accuracy, the split's own accuracy (`val_acc` or
     `test_acc`; with class forgetting also `forget_val_acc` / `forget_test_acc` on the forgotten
     classes), and both attacks with that split as the non-members. With a `leakage` spec the
-    Piggyback relearning attack's `pl_forget_acc` is added to every split. With
+    Piggyback relearning attack's `pl_forget_acc` is added to every split (learned once; scored
+    on the split's forgotten-class samples with class forgetting, else on the rest of D_f). With
     `full_retain=False` (per-epoch reports) the retain accuracy is estimated on a sample of
     the retain set as large as the first split."""
     retain = data.retain
@@ -105,7 +108,10 @@ def evaluate(model: nn.Module, data: ExperimentData, runtime: Runtime, batch_siz
             outputs[f"forget_{split}"] = predict(model, heldout_forget, runtime, batch_size)
     acc = {name: 100.0 * float((logits.argmax(1) == labels).float().mean()) for name, (logits, labels) in outputs.items()}
     feats = {name: sample_features(*outputs[name]) for name in ("retain", "forget", *splits)}
-    relearned = None if leakage is None else relearn_accuracy(model, data.forget, runtime, leakage, batch_size)
+    relearned = None
+    if leakage is not None:  # scored on the forgotten classes' held-out samples where there are any
+        targets = [data.heldout(split)[1] for split in splits]
+        relearned = dict(zip(splits, relearn_accuracies(model, data.forget, runtime, leakage, batch_size, targets)))
     out = {}
     for split in splits:
         m = {
@@ -118,6 +124,6 @@ def evaluate(model: nn.Module, data: ExperimentData, runtime: Runtime, batch_siz
         if f"forget_{split}" in acc:  # class forgetting: the forgotten classes' held-out samples
             m[f"forget_{split}_acc"] = acc[f"forget_{split}"]
         if relearned is not None:
-            m["pl_forget_acc"] = relearned
+            m["pl_forget_acc"] = relearned[split]
         out[split] = m
     return out

@@ -17,6 +17,11 @@ from .errors import UserError
 from .experiment import ModelSpec
 
 
+# The network as a sequence of stages: `forward(x, start=...)` runs the stages from `start` on,
+# so a pass through the last stage alone can start from cached activations.
+STAGES = ("stem", "layer1", "layer2", "layer3", "layer4", "head")
+
+
 class ResNet18(ResNet):
     """ResNet-18 with a configurable stage width, input channels and stem.
 
@@ -54,6 +59,40 @@ class ResNet18(ResNet):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+
+    def stage(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        if name == "stem":
+            return self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        if name == "head":
+            return self.fc(torch.flatten(self.avgpool(x), 1))
+        return getattr(self, name)(x)
+
+    def forward(self, x: torch.Tensor, start: str = "stem", stop: str | None = None) -> torch.Tensor:
+        """The stages from `start` up to, not including, `stop` (default: to the logits).
+        `start="layer4"` takes the activations that enter layer4."""
+        first = STAGES.index(start)
+        last = len(STAGES) if stop is None else STAGES.index(stop)
+        for name in STAGES[first:last]:
+            x = self.stage(name, x)
+        return x
+
+
+def stage_of(param_name: str) -> str:
+    """The stage a parameter (or module) name belongs to: conv1/bn1 -> stem, fc -> head."""
+    top = param_name.split(".")[0]
+    return {"conv1": "stem", "bn1": "stem", "fc": "head"}.get(top, top)
+
+
+def prefix_modules(model: nn.Module, start: str) -> list[nn.Module]:
+    """The top-level modules of the stages before `start` (what a scope starting there leaves
+    frozen)."""
+    before = set(STAGES[:STAGES.index(start)])
+    return [m for name, m in model.named_children() if stage_of(name) in before]
+
+
+def first_stage(names: list[str]) -> str:
+    """The earliest stage any of `names` belongs to (where a pass through them must start)."""
+    return min((stage_of(n) for n in names), key=STAGES.index)
 
 
 def build_model(spec: ModelSpec, num_classes: int, in_channels: int) -> nn.Module:

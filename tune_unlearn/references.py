@@ -37,7 +37,7 @@ from typing import Callable
 import torch
 
 from .data import ExperimentData
-from .experiment import Experiment
+from .experiment import Experiment, ForgetSpec
 from .metrics import SPLITS, evaluate
 from .objective import Weights, distances, ensemble, leave_one_out, score
 from .models import build_model, load_state_checked, read_checkpoint
@@ -45,7 +45,7 @@ from .runtime import Runtime, Stopwatch, seed_everything
 from .training import train_recipe
 
 CACHE_FORMAT = 3  # 3: entries record their training cost in MACs (meta["train_macs"])
-METRICS_VERSION = 2  # 2: one evaluation per held-out split (val, test)  # bump when metrics.evaluate changes meaning: cached evaluations are redone
+METRICS_VERSION = 3  # bump when evaluate changes meaning (2: per split; 3: kit attack test size, probe target)
 
 
 def default_cache_dir() -> Path:
@@ -85,6 +85,14 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def log_stderr(message: str) -> None:
     print(f"[tune_unlearn] {message}", file=sys.stderr, flush=True)
+
+
+def forget_key(forget: ForgetSpec) -> dict:
+    """What identifies a forget set in cache keys: with whole classes forgotten the fraction and
+    the seed choose nothing, so runs over seeds (compare --seeds) share one set of references."""
+    if forget.rule == "classes":
+        return {"rule": forget.rule, "classes": sorted(forget.classes)}
+    return asdict(forget)
 
 
 @dataclass
@@ -131,7 +139,7 @@ class ReferenceCache:
         payload = {"format": CACHE_FORMAT, "role": role, "data": data.fingerprint, "model": asdict(exp.model),
                    "train": asdict(exp.train)}
         if role == "retrain" or exp.train.original == "transfer":  # a transferred original pretrains on D_f
-            payload["forget"] = asdict(exp.forget)
+            payload["forget"] = forget_key(exp.forget)
         if role == "original":
             payload["checkpoint"] = checkpoint
         return digest(payload)
@@ -213,7 +221,7 @@ class ReferenceCache:
                 meta: dict, leakage: bool = False) -> dict:
         """Evaluation of a cached model on both held-out splits (split -> metrics; cached too,
         keyed by model and split), with the leakage attack's `pl_forget_acc` when `leakage`."""
-        key = digest({"model": model_id, "forget": asdict(exp.forget), "eval": asdict(exp.eval),
+        key = digest({"model": model_id, "forget": forget_key(exp.forget), "eval": asdict(exp.eval),
                       "metrics": METRICS_VERSION, "data": data.fingerprint,
                       "heldout": [exp.dataset.val_fraction, exp.dataset.val_seed],
                       "leakage": asdict(exp.leakage) if leakage else None})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -46,13 +46,19 @@ def run_epochs(
     on_epoch: EpochCallback | None = None,
     what: str = "training loss",
     before_step: Callable[[], None] | None = None,
+    train_mode: bool = True,
+    frozen: Sequence[nn.Module] = (),
 ) -> None:
     """The training loop every method shares: `epochs` passes over `batches()` (called once per
     epoch), minimising `loss_fn(batch)` under autocast; the scheduler steps per batch. The loss
     is synchronised once per epoch, not per step, and checked for divergence. `before_step`
-    runs between backward and the optimizer step (gradient masks and scaling)."""
+    runs between backward and the optimizer step (gradient masks and scaling). With
+    `train_mode=False` the model trains in eval mode: BatchNorm uses and keeps its running
+    statistics; the `frozen` sub-modules stay in eval mode either way."""
     for epoch in range(epochs):
-        model.train()
+        model.train(train_mode)
+        for module in frozen:
+            module.eval()
         total = torch.zeros((), device=runtime.device)
         steps = 0
         for batch in batches():
@@ -80,11 +86,12 @@ def cross_entropy(model: nn.Module, label_smoothing: float = 0.0) -> Callable[[t
 def train_epochs(model: nn.Module, part: Part, runtime: Runtime, *, epochs: int, batch_size: int,
                  optimizer: torch.optim.Optimizer, scheduler=None, augment: bool = True,
                  label_smoothing: float = 0.0, on_epoch: EpochCallback | None = None,
-                 what: str = "training loss", before_step: Callable[[], None] | None = None) -> None:
+                 what: str = "training loss", before_step: Callable[[], None] | None = None,
+                 frozen: Sequence[nn.Module] = ()) -> None:
     """Cross-entropy training on `part` (shuffled, augmented)."""
     run_epochs(model, runtime, epochs=epochs, batches=lambda: part.batches(batch_size, shuffle=True, augment=augment),
                loss_fn=cross_entropy(model, label_smoothing), optimizer=optimizer, scheduler=scheduler,
-               on_epoch=on_epoch, what=what, before_step=before_step)
+               on_epoch=on_epoch, what=what, before_step=before_step, frozen=frozen)
 
 
 def endless(part: Part, batch_size: int, augment: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -106,14 +113,36 @@ def train_recipe(model: nn.Module, part: Part, recipe: TrainSpec, runtime: Runti
 
 def finetune(model: nn.Module, part: Part, runtime: Runtime, *, epochs: int, lr: float, batch_size: int,
              momentum: float = 0.9, weight_decay: float = 5e-4, on_epoch: EpochCallback | None = None,
-             before_step: Callable[[], None] | None = None, params=None) -> None:
-    """SGD with a cosine decay to zero over `epochs` passes over `part` (augmented)."""
+             before_step: Callable[[], None] | None = None, params=None, frozen: Sequence[nn.Module] = ()) -> None:
+    """SGD with a cosine decay to zero over `epochs` passes over `part` (augmented). The
+    `frozen` sub-modules are neither trained nor put in train mode: their parameters get no
+    gradient, so backward stops where they end."""
     if epochs <= 0:
         return
-    optimizer = sgd(model.parameters() if params is None else params, lr, momentum, weight_decay)
-    scheduler = cosine_schedule(optimizer, epochs * batch_count(len(part), batch_size))
-    train_epochs(model, part, runtime, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
-                 scheduler=scheduler, on_epoch=on_epoch, what="fine-tuning loss", before_step=before_step)
+    frozen_params = {id(p) for m in frozen for p in m.parameters()}
+    if params is None:
+        params = [p for p in model.parameters() if id(p) not in frozen_params]
+    requires = [(p, p.requires_grad) for m in frozen for p in m.parameters()]
+    for p, _ in requires:
+        p.requires_grad_(False)
+    try:
+        optimizer = sgd(params, lr, momentum, weight_decay)
+        scheduler = cosine_schedule(optimizer, epochs * batch_count(len(part), batch_size))
+        train_epochs(model, part, runtime, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
+                     scheduler=scheduler, on_epoch=on_epoch, what="fine-tuning loss", before_step=before_step,
+                     frozen=frozen)
+    finally:
+        for p, r in requires:
+            p.requires_grad_(r)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, part: Part, batch_size: int) -> None:
+    """Re-estimate every BatchNorm's running statistics on `part` (one forward pass in train
+    mode, no gradients, cumulative average; torch.optim.swa_utils.update_bn)."""
+    was_training = model.training
+    torch.optim.swa_utils.update_bn((x for x, _ in part.batches(batch_size)), model)
+    model.train(was_training)
 
 
 def accumulate_gradients(model: nn.Module, terms: Iterable[tuple[Part, float]], runtime: Runtime,

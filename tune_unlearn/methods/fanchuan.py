@@ -9,9 +9,11 @@ Triantafillou et al. 2024, "Are we making progress in unlearning?").
    contrastive steps); then one cross-entropy epoch on D_r (SGD, lr `retain_lr` * batch/64,
    momentum 0.9, weight decay 1e-2).
 
-Follows the competition code as DeepUnlearn ported it (batch 256 for every stage; train mode
-throughout). Departure: the retain epochs use the experiment's augmentation, as every
-fine-tuning step in this project does.
+Follows the competition code as DeepUnlearn ported it (`kgltop1`: batch 256 for every stage;
+train mode throughout). The similarity matrix is computed in fp32 with autocast off: under bf16
+autocast a matmul is cast back to bf16 even from fp32 inputs, and on logits of a few hundred
+that costs several units per entry. Departure: the retain epochs use the experiment's
+augmentation, as every fine-tuning step in this project does.
 """
 
 from __future__ import annotations
@@ -23,6 +25,12 @@ from ..data import batch_count
 from ..training import check_finite, endless, run_epochs, sgd
 from . import register
 from .base import Context, Float, Int, Method, UnlearnData
+
+
+def logit_similarity(forget_logits: torch.Tensor, retain_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """f(x_f) f(x_r)^T / T in fp32 whatever autocast is active, the retain side detached."""
+    with torch.autocast(device_type=forget_logits.device.type, enabled=False):
+        return forget_logits.float() @ retain_logits.detach().float().T / temperature
 
 
 @register
@@ -62,8 +70,7 @@ class Fanchuan(Method):
 
         def contrastive(batch):
             (xf, _), (xr, _) = batch
-            similarity = model(xf).float() @ model(xr).float().detach().T / t
-            return -F.log_softmax(similarity, dim=-1).mean()
+            return -F.log_softmax(logit_similarity(model(xf), model(xr), t), dim=-1).mean()
 
         def ce(batch):
             return F.cross_entropy(model(batch[0]), batch[1])

@@ -12,6 +12,12 @@ Driving the gradients of different source mini-batches apart leaves the model no
 direction for the source task, which is what Piggyback relearning would exploit. SGD
 (momentum 0.9, weight decay 5e-4), cosine decay.
 
+What the similarity is taken between: the paper's abstract says GC "leads the gradient vectors
+of mini-batches in different directions", so here g_i are gradients of different source
+mini-batches (`source_batches` of them, `source_batch_size` samples each). The seed article of
+this project paraphrases it as the inner product of *sample* gradients. No public code settles
+it; a per-sample version would need one second-order gradient per sample, many times the cost.
+
 Departures: the gradient inner products are taken over the parameters in `scope` (all by
 default), not only over a feature extractor with a separate source head; the inner product is
 floored at zero (unbounded, it drives the weights to diverge); the step uses

@@ -8,7 +8,21 @@ unlearning by selective destructive forgetting", the paper this project implemen
    (Y = 1) are the weights the forget data relies on.
 2. Selective decay: inside `layer_scope` only (the paper: `layer4`, the last two residual
    blocks), multiply the selected weights (Y = 1) by `decay`.
-3. Fine-tuning on the retain set for `ft_epochs` (SGD, momentum 0.9, cosine from `ft_lr`).
+3. Recovery on the retain set: optionally re-estimating the BatchNorm statistics
+   (`bn_recalibrate`: decaying a filter before a BatchNorm mostly changes what its running
+   statistics should be), then fine-tuning for `ft_epochs` (SGD, momentum 0.9, cosine from
+   `ft_lr`).
+
+Where the work happens (searched, so the paper's behaviour stays one setting away):
+- `mask_scope`: `all` learns a mask on every conv/linear weight (the paper); `scope` only on
+  the weights in `layer_scope`, with the rest frozen and unmasked. Nothing before the scope
+  changes during mask learning (eval mode, no augmentation), so the activations entering it are
+  computed once for D_f and the mask is learned through the scope alone. The decay only ever
+  touches the scope, so both select the same kind of weights; `scope` spends nothing on masks
+  it would throw away. With `layer_scope: all` the two are the same.
+- `ft_scope`: `all` fine-tunes every weight (the paper); `scope` only the scope and the
+  classifier, with everything before the scope frozen in eval mode, so backward stops at the
+  scope's input.
 
 Departures from the paper: the L1 term is a sum over every mask entry, as in the paper's
 equation (6), so `lam` is a per-entry pressure; its useful range depends on the model and the
@@ -21,8 +35,9 @@ from __future__ import annotations
 import torch
 
 from ..errors import UserError
-from ..masking import SCOPES, learn_mask, scope_names
-from ..training import finetune
+from ..masking import SCOPES, CachedInputs, learn_mask, maskable_names, scope_names
+from ..models import first_stage, prefix_modules
+from ..training import finetune, recalibrate_batchnorm
 from . import register
 from .base import Choice, Context, Float, Int, Method, UnlearnData
 
@@ -40,12 +55,17 @@ class SelectiveForgetting(Method):
         Float("decay", 0.1, 0.0, 0.9, min=0.0, max=1.0, help="factor applied to the selected weights in scope"),
         Choice("layer_scope", "layer4", SCOPES, help="where selected weights are decayed"),
         Int("ft_epochs", 2, 0, 5, min=0, help="fine-tuning epochs on the retain set"),
+        Choice("mask_scope", "all", ("all", "scope"), help="mask every weight (the paper) or only the layer scope's"),
+        Choice("ft_scope", "all", ("all", "scope"), help="fine-tune every weight or only the scope and the classifier"),
+        Choice("bn_recalibrate", False, (False, True), help="re-estimate BatchNorm statistics on D_r before fine-tuning"),
         # An entry needs about (x_init - threshold) / mask_lr Adam steps to cross the threshold:
         # 10 steps at these defaults, against ~120 steps on a 6,000-sample forget set.
         Int("mask_epochs", 10, 3, 100, log=True, min=1, searched=False, help="mask-learning passes over the forget set"),
         Float("mask_lr", 5e-4, 1e-5, 2e-3, log=True, min=0.0, searched=False, help="Adam learning rate of the mask"),
         Int("mask_batch_size", 512, 32, 2048, log=True, min=1, searched=False, help="mask-learning batch size"),
         Float("ft_lr", 0.02, 1e-3, 0.1, log=True, min=0.0, searched=False, help="initial fine-tuning learning rate (cosine to 0)"),
+        Float("mask_stop_delta", 0.0, 0.0, 0.05, min=0.0, searched=False,
+              help="stop mask learning once an epoch adds less than this to the zero share (0: never)"),
     )
 
     ordered = (("threshold", "x_init"),)  # every mask entry must start selected
@@ -56,13 +76,19 @@ class SelectiveForgetting(Method):
         super().check(hp)
 
     def unlearn(self, model, data: UnlearnData, hp: dict, ctx: Context) -> dict:
+        scope = scope_names(maskable_names(model), hp["layer_scope"])
+        start = first_stage(scope)
+        if hp["mask_scope"] == "scope" and start != "stem":  # the prefix is frozen: learn from its output
+            part, names = CachedInputs(model, data.forget, ctx.runtime, start, ctx.eval_batch_size), scope
+        else:
+            part, names, start = data.forget, None, "stem"
         mask = learn_mask(
-            model, data.forget, ctx.runtime,
+            model, part, ctx.runtime,
             x_init=hp["x_init"], threshold=hp["threshold"], lam=hp["lam"], lr=hp["mask_lr"],
-            epochs=hp["mask_epochs"], batch_size=hp["mask_batch_size"],
+            epochs=hp["mask_epochs"], batch_size=hp["mask_batch_size"], names=names, start=start,
+            stop_delta=hp["mask_stop_delta"],
             on_epoch=lambda epoch, logs: ctx.epoch_end("mask", epoch, logs, False),
         )
-        scope = scope_names(mask.names, hp["layer_scope"])
         selected = mask.selected()
         params = dict(model.named_parameters())
         with torch.no_grad():
@@ -76,7 +102,10 @@ class SelectiveForgetting(Method):
             "decayed_weights": decayed,
             "scope_weights": in_scope,
         }
-        del mask, selected
+        del mask, selected, part
+        if hp["bn_recalibrate"]:
+            recalibrate_batchnorm(model, data.retain, ctx.eval_batch_size)
+        frozen = [] if hp["ft_scope"] == "all" else prefix_modules(model, first_stage(scope + ["fc.weight"]))
         finetune(model, data.retain, ctx.runtime, epochs=hp["ft_epochs"], lr=hp["ft_lr"], batch_size=ctx.batch_size,
-                 on_epoch=lambda epoch, logs: ctx.epoch_end("finetune", epoch, logs, True))
+                 frozen=frozen, on_epoch=lambda epoch, logs: ctx.epoch_end("finetune", epoch, logs, True))
         return stats

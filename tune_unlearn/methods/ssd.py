@@ -6,8 +6,10 @@ selective decay step of the paper this project implements, and very fast: no fin
    cross-entropy, on all of D (I_D) and on D_f (I_f).
 2. Where I_f > `alpha` * I_D, multiply the parameter by min(`beta` * I_D / I_f, 1).
 
-As in the reference code, every parameter is considered (BatchNorm included). Departure: the
-gradients are taken in eval mode, so computing them does not change BatchNorm statistics.
+As in the reference code (`ssd_tuning` in if-loops/selective-synaptic-dampening), every
+parameter is considered (BatchNorm included), the gradients are taken in eval mode, the
+importances are squared mean-reduced batch gradients averaged over batches (batch 128), and
+alpha (selection weighting) is 10 and beta (dampening constant) 1. No known departure.
 """
 
 from __future__ import annotations
