@@ -21,7 +21,8 @@ def test_shipped_spaces_are_valid_and_default_covers_the_six_hyperparameters():
         load_space(name)
     default = load_space("default")
     assert default.method == "selective" and default.experiment == "digits_class"
-    assert set(default.params) == {"lam", "threshold", "x_init", "decay", "layer_scope", "ft_epochs"}
+    assert set(default.params) >= {"lam", "threshold", "x_init", "decay", "layer_scope", "ft_epochs"}  # the paper's six
+    assert set(default.params) - {"lam", "threshold", "x_init", "decay", "layer_scope", "ft_epochs"} == {"mask_scope", "ft_scope", "bn_recalibrate"}
     assert default.params["lam"].type == "loguniform" and default.params["layer_scope"].type == "choice"
     assert default.params["ft_epochs"].type == "int"
 
@@ -66,4 +67,5 @@ def test_unknown_space_name_lists_the_shipped_ones():
 
 def test_method_space_follows_the_declared_ranges():
     space = method_space("selective")
-    assert set(space.params) == {"lam", "threshold", "x_init", "decay", "layer_scope", "ft_epochs"}
+    assert set(space.params) == {"lam", "threshold", "x_init", "decay", "layer_scope", "ft_epochs", "mask_scope", "ft_scope",
+                                 "bn_recalibrate"}
