@@ -124,10 +124,11 @@ def test_a_scope_mask_over_every_layer_is_the_paper_mask(prepared):
 
 def test_the_scope_options_cost_less(prepared):
     base = {"mask_batch_size": 32, "mask_epochs": 4, "ft_epochs": 1}
-    paper = run_method(prepared, "selective", get_method("selective").resolve(base))
+    paper = run_method(prepared, "selective", get_method("selective").resolve(
+        {**base, "mask_scope": "all", "ft_scope": "all"}))
     fast = run_method(prepared, "selective", get_method("selective").resolve(
         {**base, "mask_scope": "scope", "ft_scope": "scope"}))
-    assert fast.metrics["cost"] < paper.metrics["cost"] / 2
+    assert fast.metrics["cost"] < 0.75 * paper.metrics["cost"]
 
 
 def test_bn_recalibrate_re_estimates_the_statistics_on_the_retain_set(prepared):
