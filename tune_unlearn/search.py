@@ -292,10 +292,9 @@ def make_tuner(plan: Plan, trainable, max_concurrent: int):
                             points_to_evaluate=[start] if start else None)
     if plan.scheduler == "asha":
         epochs = plan.space.max_value(method.epochs_hparam, method)
-        # One report per evaluated epoch plus the final one: the budget is epochs + 1 iterations.
         # Rungs count evaluated epochs (`epoch` in every report; a trial's final report carries the
         # count of its last evaluated epoch), so a trial is compared with others in the same state.
-        # metric and mode come from TuneConfig (Tune refuses them twice)
+        # Metric and mode come from TuneConfig (Tune refuses them twice).
         scheduler = ASHAScheduler(time_attr="epoch", max_t=max(1, int(epochs)), grace_period=1, reduction_factor=2)
     else:
         scheduler = FIFOScheduler()
