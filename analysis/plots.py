@@ -41,8 +41,11 @@ def _scatter_clipped(ax, xs, ys, floor, **kwargs):
         ax.scatter(below, [floor] * len(below), marker="v", s=30, color="grey", label="below the axis")
 
 
-def objective_over_trials(values: Sequence[float], labels: Sequence[str], best_label: str, path: Path) -> Path:
-    """Objective of each finished trial in completion order, with the best so far."""
+def objective_over_trials(values: Sequence[float], labels: Sequence[str], best_label: str, path: Path,
+                          baselines: dict[str, float] | None = None) -> Path:
+    """Objective of each finished trial in completion order, with the best so far, and the
+    `baselines` (label -> objective, e.g. the retrained models and the original) as dashed lines
+    (named in the legend with their value when they fall below the axis)."""
     fig, ax = plt.subplots(figsize=(7, 3.6))
     x = list(range(1, len(values) + 1))
     best, running = [], -math.inf
@@ -56,8 +59,13 @@ def objective_over_trials(values: Sequence[float], labels: Sequence[str], best_l
     if best_label in labels:
         i = labels.index(best_label)
         ax.scatter([i + 1], [values[i]], s=90, facecolors="none", edgecolors="red", linewidths=2, label="chosen")
+    for i, (label, value) in enumerate((baselines or {}).items()):
+        if floor is None or value >= floor:
+            ax.axhline(value, color=PALETTE(2 + i), ls="--", lw=1, label=f"{label} ({value:.3g})")
+        else:
+            ax.plot([], [], color=PALETTE(2 + i), ls="--", lw=1, label=f"{label} ({value:.3g}, below the axis)")
     if floor is not None:
-        ax.set_ylim(floor - 0.03, best[-1] + 0.05)
+        ax.set_ylim(floor - 0.03, max(best[-1], *((baselines or {}).values() or [best[-1]])) + 0.05)
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("finished trial")
     ax.set_ylabel("objective (higher is better)")

@@ -65,9 +65,16 @@ def search_progress(record: RunRecord, out: Path) -> Section:
     if not finished:
         return s.text("No trial has finished yet.")
     best = record.ranked()[0]
+    val = (record.search.get("baselines") or {}).get("val")
+    baselines = {}
+    if val:
+        if val["retrained"]["objectives"]:
+            baselines["retrained, each against the others"] = statistics.fmean(val["retrained"]["objectives"])
+        baselines["original (no unlearning)"] = val["original"]["objective"]
     path = plots.objective_over_trials([t.result["objective"] for t in finished], [t.trial_id for t in finished],
-                                       best.trial_id, out / "objective.png")
-    s.image(path, out, f"Objective of each finished trial and the best so far; the chosen trial ({best.trial_id}) circled.")
+                                       best.trial_id, out / "objective.png", baselines)
+    s.image(path, out, f"Objective (validation split) of each finished trial and the best so far; the chosen trial "
+                       f"({best.trial_id}) circled; dashed: the baselines scored the same way.")
     if record.search.get("multi_objective"):
         front = {t.trial_id for t in pareto_front(record)}
         points = {t.trial_id: t.result for t in finished}
