@@ -150,7 +150,7 @@ def per_example_section(compare_csv: Path, out: Path) -> Section | None:
            f"at this N, well below 1 with few models). The competition used 512 models per side; with {h} per side "
            f"eps is coarse and only rows of one table compare. Competition score: F x RA/RA_R x TA/TA_R. LiRA: "
            f"likelihood ratio of per-example Gaussians fit on the original and on held-out retrained models; AUC 0.5 "
-           f"= indistinguishable from retraining.")
+           f"= indistinguishable from retraining, below 0.5 = less member-like than retraining (also a difference).")
     with_eps = {name: r for name, r in details["rows"].items() if r["epsilon"]}
     if with_eps and details["bins"]:
         path = plots.epsilon_histograms(with_eps, details["bins"], BIN_WIDTH, out / "per_example_epsilon.png")

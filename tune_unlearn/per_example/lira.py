@@ -16,8 +16,10 @@ split into halves A and B of N // 2 (an odd N leaves the last one out); the out 
 are fit on one half and score the other (cross-fitting), so every retrained model gives
 out-of-sample scores: the negatives. The positives are the evaluated models' scores under
 both fits. Pooled over (model, example) pairs, the ROC curve gives the AUC (0.5:
-indistinguishable from retraining, 1: every forget example still looks like a member) and
-the TPR at 1% and 0.1% FPR (the largest TPR whose FPR is at most that; with fewer than 1,000
+indistinguishable from retraining, 1: every forget example still looks like a member; well
+below 0.5 is a difference too: the models look less like members than retrained ones, as
+when a forgotten class is suppressed harder than in a model that never saw it) and the TPR
+at 1% and 0.1% FPR (the largest TPR whose FPR is at most that; with fewer than 1,000
 negative pairs, 0.1% FPR means no false positive at all).
 - in Gaussians: all N original models; when the original models themselves are scored, each
   is scored by Gaussians fit on the other N - 1 (leave one out);

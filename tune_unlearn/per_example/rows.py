@@ -157,9 +157,10 @@ def markdown(rows: list[dict], details: dict) -> str:
               "models, the ideal at this N." if details["bins"] else
               f"F: not computed: halves of {h} models per side leave no bin below ceil(ln({h} - 1)) (needs N >= 6).")
     lines += ["", f_note + " Competition score: F x RA/RA_R x TA/TA_R (test split). LiRA: likelihood-ratio attack, "
-              f"positives the row's models, negatives held-out retrained models (AUC 0.5 = indistinguishable from "
-              f"retraining); N = {n} models per ensemble, seconds: time spent on the row in this run (the original and "
-              "retrain rows include training their ensembles)."]
+              "positives the row's models, negatives held-out retrained models (AUC 0.5 = indistinguishable from "
+              "retraining; below 0.5: less member-like than retraining, also a difference). N = "
+              f"{n} models per ensemble. seconds: time spent on the row in this run (the original and retrain rows "
+              "include training their ensembles)."]
     return "\n".join(lines) + "\n"
 
 
