@@ -209,3 +209,53 @@ def training_curves(epochs: Sequence[int], series: dict[str, Sequence[float]], r
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def epsilon_histograms(rows: dict[str, dict], bins: int, bin_width: float, path: Path) -> Path:
+    """Per-example eps of each row (one panel each): share of the forget examples in each bin
+    that scores (2^-k for bin k), and beyond the last one (scores 0)."""
+    names = list(rows)
+    cols = min(3, len(names))
+    nrows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.0 * nrows), squeeze=False, sharey=True)
+    edges = [k * bin_width for k in range(bins + 1)]
+    labels = [f"{lo:g}-{hi:g}\n({2.0 ** -k:g})" for k, (lo, hi) in enumerate(zip(edges, edges[1:]))] + [f"≥{edges[-1]:g}\n(0)"]
+    for i, (ax, name) in enumerate(zip(axes.flat, names)):
+        eps = rows[name]["epsilon"]
+        counts = [0] * (bins + 1)
+        for e in eps:
+            counts[min(int(e // bin_width), bins)] += 1
+        ax.bar(range(bins + 1), [100 * c / max(len(eps), 1) for c in counts], color=PALETTE(i % 10))
+        ax.set_xticks(range(bins + 1))
+        ax.set_xticklabels(labels, fontsize=7)
+        quality = rows[name].get("forget_quality")
+        ax.set_title(f"{name}: F = {quality:.3f}" if quality is not None else name, fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("forget examples (%)")
+    for ax in axes[-1]:
+        ax.set_xlabel("per-example ε (bin score)", fontsize=8)
+    return _save(fig, path)
+
+
+def roc_curves(curves: dict[str, dict], path: Path) -> Path:
+    """ROC curve of the attack per row ({"fpr", "tpr", "auc"}), on linear and on log axes."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    for i, (name, c) in enumerate(curves.items()):
+        for ax in axes:
+            ax.plot(c["fpr"], c["tpr"], color=PALETTE(i % 10), lw=1.4, label=f"{name} (AUC {c['auc']:.3f})")
+    positive = [f for c in curves.values() for f in c["fpr"] if f > 0]
+    low = min(positive) if positive else 1e-3
+    for ax, start in zip(axes, (0.0, low)):
+        ax.plot([start, 1], [start, 1], color="grey", ls="--", lw=0.8, label="chance")
+        ax.set_xlabel("false positive rate (held-out retrained models)")
+        ax.set_ylabel("true positive rate")
+        ax.grid(alpha=0.3)
+    axes[1].set_xscale("log")
+    axes[1].set_yscale("log")
+    axes[1].set_xlim(low, 1)
+    axes[1].set_ylim(low, 1.05)
+    axes[0].legend(fontsize=7, loc="lower right")
+    return _save(fig, path)

@@ -4,7 +4,9 @@ from the same sections, with PNG pictures beside them.
 Sections: the best trials beside the retrained and original models; the objective over trials
 (and the Pareto front of a multi-objective search); hyperparameter importance and the
 objective against each searched hyperparameter; the paper's Figure 4 (radar of the five
-measures per method, from a compare.csv); the paper's Figure 3 (zero mask entries over
+measures per method, from a compare.csv) and, when compare --per-example wrote its
+per_example.csv beside that file, the per-example evaluation (per-example eps histograms,
+the likelihood-ratio attack's ROC curves); the paper's Figure 3 (zero mask entries over
 mask-learning epochs, best trial); each trial's curves over its evaluated epochs.
 """
 
@@ -128,6 +130,47 @@ def radar_section(compare_csv: Path, out: Path) -> Section:
                       "given in the table below.")
     table = markdown(rows, f"from {compare_csv}")
     s.blocks.append(("markdown-table", table))
+    return s
+
+
+def per_example_section(compare_csv: Path, out: Path) -> Section | None:
+    """compare --per-example's results, when its per_example.csv sits beside the compare.csv."""
+    from tune_unlearn.compare import read_rows
+    from tune_unlearn.per_example.quality import BIN_WIDTH
+
+    csv_path, json_path = compare_csv.parent / "per_example.csv", compare_csv.parent / "per_example.json"
+    if not csv_path.exists() or not json_path.exists():
+        return None
+    rows, details = read_rows(csv_path), json.loads(json_path.read_text())
+    n, h = details["n_models"], details["per_side"]
+    s = Section(f"Per example: forgetting quality and a likelihood-ratio attack (N = {n})")
+    measures = ("forget_quality", "competition_score", "lira_auc", "lira_tpr_at_1fpr", "lira_tpr_at_01fpr")
+    s.table(["method", "config", "F", "competition score", "LiRA AUC", "TPR @ 1% FPR", "TPR @ 0.1% FPR", "N", "seconds"],
+            [[r["method"], r["config"], *(f"{float(r[k]):.3f}" if r[k] else "-" for k in measures),
+              r["n_models"], f"{float(r['seconds']):.1f}"] for r in rows])
+    s.text(f"{details['experiment']}, forget {details['forget']} ({details['forget_examples']} examples); N = {n} "
+           f"models per ensemble: original models (training seeds), retrained models, and each method run with "
+           f"{n} seeds from the same original model. F: the NeurIPS 2023 competition's forgetting quality (1 is best): "
+           f"per forget example, the eps that the best threshold test on its logit-scaled confidence gives between "
+           f"unlearned and retrained models, scored 2^-k in bin k of width {BIN_WIDTH:g}. Every row is scored as halves "
+           f"of {h} models against the same {h} retrained models; retrain: the other {h} retrained models (the ideal "
+           f"at this N, well below 1 with few models). The competition used 512 models per side; with {h} per side "
+           f"eps is coarse and only rows of one table compare. Competition score: F x RA/RA_R x TA/TA_R. LiRA: "
+           f"likelihood ratio of per-example Gaussians fit on the original and on held-out retrained models; AUC 0.5 "
+           f"= indistinguishable from retraining, below 0.5 = less member-like than retraining (also a difference).")
+    with_eps = {name: r for name, r in details["rows"].items() if r["epsilon"]}
+    if with_eps and details["bins"]:
+        path = plots.epsilon_histograms(with_eps, details["bins"], BIN_WIDTH, out / "per_example_epsilon.png")
+        s.image(path, out, f"Per-example eps (both halves of each ensemble pooled; N = {n}, {h} models per side): share "
+                      f"of the forget examples per bin, each bin's score in brackets; F is the mean score.")
+    else:
+        s.text(f"F not computed: with {h} models per side no eps bin scores (needs N >= 6).")
+    curves = {name: r["roc"] for name, r in details["rows"].items() if r["roc"]}
+    if curves:
+        path = plots.roc_curves(curves, out / "per_example_roc.png")
+        s.image(path, out, f"ROC of the likelihood-ratio attack per row (N = {n}): positives the row's models on every "
+                      "forget example, negatives held-out retrained models; left linear, right log axes (the low "
+                      "false-positive end is what matters for privacy).")
     return s
 
 
@@ -289,6 +332,9 @@ def build_report(run_dir: str | Path, compare_csv: str | Path | None = None, top
                 importance_section(record, out)]
     if compare_csv:
         sections.append(radar_section(Path(compare_csv), out))
+        per_example = per_example_section(Path(compare_csv), out)
+        if per_example:
+            sections.append(per_example)
     mask = mask_section(record, out)
     if mask:
         sections.append(mask)

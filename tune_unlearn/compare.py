@@ -15,7 +15,10 @@ Writes, in `--out` (default runs/compare-<experiment>-<time>/):
   with the same --out skips the rows already there, so a killed comparison loses nothing;
 - compare.md: mean and spread of retain, forget and test accuracy, MIA, cost and time per
   method, each beside the retrained models, plus the objective; the original model and the
-  retrained models (each scored against the others) are scored the same way.
+  retrained models (each scored against the others) are scored the same way;
+- with --per-example N: per_example.csv and per_example.json (tune_unlearn/per_example/), the
+  competition's forgetting quality and a likelihood-ratio attack per method, from ensembles of
+  N models, on the experiment's forget set.
 
 Every figure is the test split's: the validation split is what searches tune on.
 """
@@ -32,6 +35,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from . import per_example
 from .cli import add_experiment_args, experiment_overrides, main_guard, parse_weights
 from .errors import UserError
 from .experiment import DEFAULT_EXPERIMENT
@@ -55,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--leakage", action="store_true",
                    help="also measure leakage: forget accuracy a Piggyback mask recovers (pl_forget_acc)")
     p.add_argument("--out", help="output directory (default: runs/compare-<experiment>-<time>)")
+    p.add_argument("--per-example", type=int, metavar="N",
+                   help="also evaluate per example from ensembles of N models (the competition's forgetting quality, "
+                        "a likelihood-ratio attack): writes per_example.csv; trains N original and N retrained models "
+                        "and runs each method N times, all cached")
     add_experiment_args(p, default_experiment=DEFAULT_EXPERIMENT)
     return p
 
@@ -76,6 +84,10 @@ def load_configs(paths: list[str]) -> dict[str, tuple[str, dict]]:
 def plan_runs(args: argparse.Namespace) -> tuple[list, dict]:
     """Validate everything before any training: (runs, overrides). Each run is
     (method, config label, resolved run) for seed 0's experiment; seeds are applied later."""
+    if args.per_example is not None and args.per_example < per_example.MIN_MODELS:
+        raise UserError(f"--per-example needs N >= {per_example.MIN_MODELS} models per side, got {args.per_example}")
+    if args.per_example is not None and args.original:
+        raise UserError("--per-example trains its own original models; it cannot use --original")
     methods = args.methods or method_names()
     tuned = load_configs(args.configs)
     unused = [m for m in tuned if m not in methods]
@@ -231,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     (out / "compare.md").write_text(table)
     print(table)
     print(f"rows: {csv_path}\ntable: {out / 'compare.md'}")
+    if args.per_example:
+        per_example.run(out, runs, exp0, runtime, cache, args.per_example, args.download)
     return 0
 
 

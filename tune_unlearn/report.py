@@ -20,7 +20,9 @@ from .errors import UserError
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tune_unlearn.report", description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir", help="a search's directory, e.g. runs/default-digits-20261122-170323")
-    p.add_argument("--compare", metavar="CSV", help="a compare.csv: adds the paper's Figure 4 (radar) and the table")
+    p.add_argument("--compare", metavar="CSV",
+                   help="a compare.csv: adds the paper's Figure 4 (radar) and the table, and the per-example section "
+                        "when compare --per-example wrote per_example.csv beside it")
     p.add_argument("--top", type=int, default=10, help="rows of the best-trials table (default: 10)")
     args = p.parse_args(argv)
     if args.compare and not Path(args.compare).is_file():
