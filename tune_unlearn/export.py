@@ -38,6 +38,7 @@ from .references import atomic_write_text
 from .trainable import FINAL_RESULT, test_columns
 
 SEARCH_FILE = "search.json"  # written by search.py: the search's settings and references
+STUDY_FILE = "optuna.db"  # the search's Optuna study (SQLite; study.py)
 # A trial's test-split columns (trainable.test_columns), beside the validation metrics
 TEST_COLUMNS = ("test_acc", "forget_test_acc", "test_mia", "test_mia_cv_acc", "test_objective")
 
@@ -353,6 +354,8 @@ def summary(record: RunRecord, run_dir: Path, top: int = 5, started: float | Non
     if (run_dir / "pareto.csv").exists():
         lines.append(f"pareto front: {run_dir / 'pareto.csv'}")
     lines.append(f"tensorboard --logdir {run_dir}")
+    if (run_dir / STUDY_FILE).exists():
+        lines.append(f"optuna study: optuna-dashboard sqlite:///{run_dir.resolve() / STUDY_FILE}")
     if record.interrupted:
         lines.append(f"the search was interrupted; continue it with: python -m tune_unlearn.search "
                      f"--storage-path {run_dir.parent} --name {run_dir.name} --resume")

@@ -58,6 +58,12 @@ class Plan:
     gpus_per_trial: float | None  # None: decided once Ray knows whether there are GPUs
     run_dir: Path
     leakage: bool = False  # the Piggyback relearning attack in every report (on when weights.leak > 0)
+    sampler: str = "tpe"  # the Optuna sampler (SAMPLERS)
+
+    @property
+    def study_name(self) -> str:
+        """The Optuna study's name in optuna.db: the run's name."""
+        return self.run_dir.name
 
     @property
     def method(self) -> str:
@@ -79,6 +85,7 @@ class Plan:
             "scheduler": self.scheduler, "multi_objective": self.multi_objective,
             "objectives": dict(zip(*self.objectives())), "cache_dir": self.cache_dir, "original": self.original,
             "cpus_per_trial": self.cpus_per_trial, "gpus_per_trial": self.gpus_per_trial, "leakage": self.leakage,
+            "sampler": self.sampler, "study_name": self.study_name,
         }
 
     @classmethod
@@ -90,7 +97,7 @@ class Plan:
         exp = from_mapping(Experiment, saved["experiment_config"], f"{run_dir / SEARCH_FILE}: experiment_config")
         return cls(space, exp, weights, saved["num_samples"], saved["seed"], saved["scheduler"],
                    saved["multi_objective"], saved["cache_dir"], saved["original"], saved["cpus_per_trial"],
-                   saved["gpus_per_trial"], run_dir, saved.get("leakage", False))
+                   saved["gpus_per_trial"], run_dir, saved.get("leakage", False), saved.get("sampler", "tpe"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fifo runs every trial to the end; asha stops weak trials early over evaluated epochs")
     p.add_argument("--multi-objective", action="store_true",
                    help="Optuna optimises the objective's components (a Pareto front) instead of their weighted sum")
+    p.add_argument("--sampler", choices=SAMPLERS,
+                   help="Optuna sampler: tpe (default), nsga2 or nsga3 (genetic, --multi-objective only), gp (Gaussian "
+                        "process) or random")
     p.add_argument("--seed", type=int, default=0, help="seed of the Optuna sampler (default: 0)")
     p.add_argument("--weight", action="append", default=[], metavar="NAME=VALUE", help="override an objective weight")
     p.add_argument("--leakage", action="store_true",
@@ -132,6 +142,32 @@ def choose_space(args: argparse.Namespace) -> SearchSpace:
                             f"drop --space to search {args.method!r} in its own space")
         return space
     return method_space(args.method) if args.method else load_space("default")
+
+
+# Optuna's samplers a search may use (study.make_sampler builds them).
+SAMPLERS = ("tpe", "nsga2", "nsga3", "gp", "random")
+
+
+def choose_sampler(name: str | None, multi_objective: bool) -> str:
+    """The sampler to use, or a UserError where it cannot do what is asked.
+
+    Default: TPE for one objective and for several. Optuna's documentation recommends Bayesian
+    optimisation (TPESampler or GPSampler) over the genetic NSGA samplers below ~1000 trials
+    (NSGAIIISampler's notes), and TPESampler (much faster since Optuna 4.0) also handles the
+    categorical parameters of these spaces by their own distance, which NSGA-II does not
+    (NSGAIISampler's notes); a search here runs tens of trials, fewer than NSGA-II's default
+    population of 50, so NSGA-II would sample at random throughout.
+
+    NSGA-II/III are refused for one objective: Optuna allows them, but with one objective a
+    genetic algorithm whose first generation (50 trials) is random sampling is at best random
+    search for these budgets; `--sampler random` says so honestly. GPSampler in Optuna 5
+    handles several objectives and categorical parameters, so nothing is refused for it.
+    """
+    name = name or "tpe"
+    if name in ("nsga2", "nsga3") and not multi_objective:
+        raise UserError(f"--sampler {name} is a multi-objective genetic algorithm (its first 50 trials are random); "
+                        "add --multi-objective, or use --sampler tpe, gp or random for one objective")
+    return name
 
 
 def check_resources(args: argparse.Namespace) -> None:
@@ -168,7 +204,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
                 args.seed, args.scheduler, args.multi_objective,
                 str(Path(args.cache_dir).expanduser().resolve()) if args.cache_dir else str(default_cache_dir()),
                 str(Path(args.original).resolve()) if args.original else None,
-                args.cpus_per_trial, args.gpus_per_trial, run_dir, args.leakage or weights.leak > 0)
+                args.cpus_per_trial, args.gpus_per_trial, run_dir, args.leakage or weights.leak > 0,
+                choose_sampler(args.sampler, args.multi_objective))
 
 
 def existing_run(args: argparse.Namespace) -> Path | None:
@@ -278,9 +315,9 @@ def make_trainable(plan: Plan, gpus: float):
 def make_tuner(plan: Plan, trainable, max_concurrent: int):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
     from .progress import TrialLines, trial_dirname
+    from .study import StudySearch, make_sampler, open_storage
 
     metrics, modes = plan.objectives()
     single = not plan.multi_objective
@@ -288,8 +325,11 @@ def make_tuner(plan: Plan, trainable, max_concurrent: int):
     # never ends below the defaults on the validation split for want of trying them.
     method = get_method(plan.method)
     start = plan.space.start_point(method.resolve(plan.experiment.method_defaults.get(plan.method, {}), plan.space.fixed))
-    searcher = OptunaSearch(metric=metrics[0] if single else metrics, mode=modes[0] if single else modes, seed=plan.seed,
-                            points_to_evaluate=[start] if start else None)
+    # The study lives in optuna.db in the run directory (optuna-dashboard reads it; a resume
+    # continues it: see StudySearch). The sampler carries the seed.
+    searcher = StudySearch(metric=metrics[0] if single else metrics, mode=modes[0] if single else modes,
+                           points_to_evaluate=[start] if start else None, sampler=make_sampler(plan.sampler, plan.seed),
+                           storage=open_storage(plan.run_dir), study_name=plan.study_name)
     if plan.scheduler == "asha":
         epochs = plan.space.max_value(method.epochs_hparam, method)
         # Rungs count evaluated epochs (`epoch` in every report; a trial's final report carries the
@@ -339,6 +379,9 @@ def main(argv: list[str] | None = None) -> int:
     resuming = run_dir is not None
     if resuming:
         plan = Plan.from_json(json.loads((run_dir / SEARCH_FILE).read_text()), run_dir)
+        if args.sampler and args.sampler != plan.sampler:
+            raise UserError(f"{run_dir} was searched with --sampler {plan.sampler}; a resume continues that study "
+                            "(drop --sampler, or start a new search)")
         print(f"resuming {run_dir}", flush=True)
     else:
         plan = make_plan(args)
