@@ -79,7 +79,7 @@ def completed_trials(run_dir):
 def test_the_optuna_study_persists_in_the_run_directory(finished_search, capsys):
     rows = trial_rows(finished_search / "results.csv")
     study, done = completed_trials(finished_search)
-    assert len(done) == len(study.trials) == 3
+    assert len(done) == len(study.trials) == 3 and study.metric_names == ["objective"]
     by_params = {(round(float(r["lam"]), 12), round(float(r["decay"]), 12), int(r["ft_epochs"])): r for r in rows}
     for t in done:
         row = by_params[(round(t.params["lam"], 12), round(t.params["decay"], 12), t.params["ft_epochs"])]

@@ -62,6 +62,10 @@ class StudySearch(OptunaSearch):
                 self._points_to_evaluate = points
         else:
             super()._setup_study(mode)
+        # Name the values (optuna-dashboard and load_study show "objective", "retain_gap", ...)
+        metrics = self._metric if isinstance(self._metric, list) else [self._metric]
+        if all(metrics) and self._ot_study.metric_names != metrics:
+            self._ot_study.set_metric_names(metrics)
 
     def _study_has_trials(self) -> bool:
         try:
