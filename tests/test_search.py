@@ -246,3 +246,30 @@ def test_each_sampler_runs_a_search_and_is_saved_for_resume(ray_address, tmp_pat
     assert type(state["_sampler"]).__name__ == classes[sampler]
     study, done = completed_trials(run_dir)
     assert len(done) == 2 and len(study.directions) == (5 if multi else 1)
+
+
+def test_mlflow_logs_every_trial_and_the_best_config(ray_address, tmp_path, session_cache, capsys):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    path = space_file(tmp_path, num_samples=2, params={"lam": {"type": "loguniform", "low": 1e-8, "high": 1e-4}},
+                      fixed={"mask_epochs": 1, "ft_epochs": 2})
+    assert search.main(["--space", path, "--mlflow", *search_args(tmp_path, session_cache, "mlf")]) == 0
+    run_dir = tmp_path / "runs" / "mlf"
+    assert "mlflow ui --backend-store-uri sqlite:///" in capsys.readouterr().out
+    client = MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}")  # the default store: in the run directory
+    experiment = client.get_experiment_by_name("mlf")
+    runs = client.search_runs([experiment.experiment_id])
+    rows = {r["trial_id"]: r for r in trial_rows(run_dir / "results.csv")}
+    assert sorted(r.data.tags["trial_id"] for r in runs) == sorted(rows)
+    best = yaml.safe_load((run_dir / "best_config.yaml").read_text())["result"]["trial_id"]
+    for run in runs:
+        row = rows[run.data.tags["trial_id"]]
+        assert run.info.status == "FINISHED" and float(run.data.params["lam"]) == pytest.approx(float(row["lam"]))
+        assert run.data.metrics["objective"] == pytest.approx(float(row["objective"]))  # the final result
+        assert run.data.metrics["test_acc"] == pytest.approx(float(row["test_acc"]))
+        history = client.get_metric_history(run.info.run_id, "objective")
+        assert len(history) == 3  # every report: two fine-tuning epochs, then the final one
+        artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
+        assert artifacts == (["best_config.yaml"] if run.data.tags["trial_id"] == best else [])
+    assert (run_dir / "mlartifacts").is_dir()

@@ -59,6 +59,7 @@ class Plan:
     run_dir: Path
     leakage: bool = False  # the Piggyback relearning attack in every report (on when weights.leak > 0)
     sampler: str = "tpe"  # the Optuna sampler (SAMPLERS)
+    mlflow: str | None = None  # MLflow tracking URI (--mlflow), None: no MLflow
 
     @property
     def study_name(self) -> str:
@@ -85,7 +86,7 @@ class Plan:
             "scheduler": self.scheduler, "multi_objective": self.multi_objective,
             "objectives": dict(zip(*self.objectives())), "cache_dir": self.cache_dir, "original": self.original,
             "cpus_per_trial": self.cpus_per_trial, "gpus_per_trial": self.gpus_per_trial, "leakage": self.leakage,
-            "sampler": self.sampler, "study_name": self.study_name,
+            "sampler": self.sampler, "study_name": self.study_name, "mlflow": self.mlflow,
         }
 
     @classmethod
@@ -97,7 +98,8 @@ class Plan:
         exp = from_mapping(Experiment, saved["experiment_config"], f"{run_dir / SEARCH_FILE}: experiment_config")
         return cls(space, exp, weights, saved["num_samples"], saved["seed"], saved["scheduler"],
                    saved["multi_objective"], saved["cache_dir"], saved["original"], saved["cpus_per_trial"],
-                   saved["gpus_per_trial"], run_dir, saved.get("leakage", False), saved.get("sampler", "tpe"))
+                   saved["gpus_per_trial"], run_dir, saved.get("leakage", False), saved.get("sampler", "tpe"),
+                   saved.get("mlflow"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the interrupted search --name (default: the latest)")
     p.add_argument("--address", help="join a running Ray cluster ('auto', or the head's host:port)")
     p.add_argument("--dashboard", action="store_true", help="start the Ray dashboard (needs the 'dashboard' extra)")
+    p.add_argument("--mlflow", nargs="?", const="", metavar="TRACKING_URI",
+                   help="log every trial to MLflow (needs the 'mlflow' extra); without a URI, a store in the run "
+                        "directory (sqlite:///<run_dir>/mlflow.db)")
     p.add_argument("--top", type=int, default=5, help="rows of the final table (default: 5)")
     add_experiment_args(p, default_experiment=None)
     return p
@@ -183,6 +188,11 @@ def check_resources(args: argparse.Namespace) -> None:
         raise UserError(f"--max-concurrent must be >= 1, got {args.max_concurrent}")
     if args.top < 1:
         raise UserError(f"--top must be >= 1, got {args.top}")
+    if args.mlflow is not None:
+        import importlib.util
+
+        if importlib.util.find_spec("mlflow") is None:
+            raise UserError("--mlflow needs the mlflow extra: pip install -e '.[mlflow]'")
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
@@ -205,7 +215,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
                 str(Path(args.cache_dir).expanduser().resolve()) if args.cache_dir else str(default_cache_dir()),
                 str(Path(args.original).resolve()) if args.original else None,
                 args.cpus_per_trial, args.gpus_per_trial, run_dir, args.leakage or weights.leak > 0,
-                choose_sampler(args.sampler, args.multi_objective))
+                choose_sampler(args.sampler, args.multi_objective),
+                None if args.mlflow is None else args.mlflow or f"sqlite:///{run_dir / 'mlflow.db'}")
 
 
 def existing_run(args: argparse.Namespace) -> Path | None:
@@ -356,9 +367,18 @@ def make_tuner(plan: Plan, trainable, max_concurrent: int):
         name=plan.run_dir.name, storage_path=str(plan.run_dir.parent),
         # A failed trial (diverged, out of memory) is not retried: it would fail the same way.
         failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
-        callbacks=[TrialLines(plan.num_samples)], progress_reporter=reporter, verbose=1,
+        callbacks=[TrialLines(plan.num_samples), *mlflow_callbacks(plan)], progress_reporter=reporter, verbose=1,
     )
     return tune.Tuner(trainable, param_space=plan.space.tune_space(), tune_config=tune_config, run_config=run_config)
+
+
+def mlflow_callbacks(plan: Plan) -> list:
+    if not plan.mlflow:
+        return []
+    from .tracking import ensure_experiment, make_callback
+
+    ensure_experiment(plan.mlflow, plan.study_name, plan.run_dir)
+    return [make_callback(plan.mlflow, plan.study_name)]
 
 
 def concurrency(resources: dict, cpus: float, gpus: float, requested: int | None) -> int:
@@ -426,6 +446,14 @@ def main(argv: list[str] | None = None) -> int:
     tuner.fit()
     record = export_run(plan.run_dir, top=args.top)
     print(summary(record, plan.run_dir, top=args.top, started=started), flush=True)
+    if plan.mlflow:
+        from .tracking import log_best_config
+
+        ranked = record.ranked()
+        if ranked and log_best_config(plan.mlflow, plan.study_name, ranked[0].trial_id,
+                                      plan.run_dir / "best_config.yaml"):
+            print(f"mlflow: best_config.yaml attached to trial {ranked[0].trial_id}'s run; "
+                  f"mlflow ui --backend-store-uri {plan.mlflow}", flush=True)
     return 0
 
 

@@ -9,6 +9,7 @@ in a `python -m` entry module would not unpickle on resume.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import optuna
@@ -38,7 +39,9 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
         "gp": optuna.samplers.GPSampler,
         "random": optuna.samplers.RandomSampler,
     }
-    return samplers[name](seed=seed)
+    with warnings.catch_warnings():  # NSGAIIISampler is "experimental" (since Optuna 3.2)
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return samplers[name](seed=seed)
 
 
 class StudySearch(OptunaSearch):
@@ -65,7 +68,9 @@ class StudySearch(OptunaSearch):
         # Name the values (optuna-dashboard and load_study show "objective", "retain_gap", ...)
         metrics = self._metric if isinstance(self._metric, list) else [self._metric]
         if all(metrics) and self._ot_study.metric_names != metrics:
-            self._ot_study.set_metric_names(metrics)
+            with warnings.catch_warnings():  # "experimental" since Optuna 3.2
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self._ot_study.set_metric_names(metrics)
 
     def _study_has_trials(self) -> bool:
         try:
