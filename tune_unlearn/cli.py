@@ -16,6 +16,15 @@ from .objective import Weights
 from .training import Diverged
 
 
+# How the running command is called in usage lines: `python -m tune_unlearn.<module>`, or
+# `tune-unlearn <command>` when started through the tune-unlearn command (__main__.py sets it).
+PROG: str | None = None
+
+
+def prog(module: str) -> str:
+    return PROG or f"python -m tune_unlearn.{module}"
+
+
 def add_experiment_args(parser: argparse.ArgumentParser, default_experiment: str | None = DEFAULT_EXPERIMENT) -> None:
     g = parser.add_argument_group("experiment")
     g.add_argument("--experiment", default=default_experiment,

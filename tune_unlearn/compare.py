@@ -32,7 +32,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from .cli import add_experiment_args, experiment_overrides, main_guard, parse_weights
+from .cli import add_experiment_args, experiment_overrides, main_guard, parse_weights, prog
 from .errors import UserError
 from .experiment import DEFAULT_EXPERIMENT
 from .methods import method_names
@@ -45,7 +45,7 @@ from .training import Diverged
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tune_unlearn.compare", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog=prog("compare"), description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="forget-set and run seeds (default: 0 1 2)")
     p.add_argument("--methods", nargs="+", help="methods to compare (default: every registered method)")

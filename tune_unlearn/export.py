@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cli import main_guard
+from .cli import main_guard, prog
 from .config import write_yaml
 from .errors import UserError
 from .metrics import METRIC_KEYS
@@ -364,7 +364,7 @@ def summary(record: RunRecord, run_dir: Path, top: int = 5, started: float | Non
 
 @main_guard
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tune_unlearn.export", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=prog("export"), description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir", help="a search's directory, e.g. runs/default-digits-20261122-170323")
     p.add_argument("--top", type=int, default=5, help="how many of the best configurations (default: 5)")
     p.add_argument("--format", choices=["yaml", "json"], default="yaml", help="format of top<N> (default: yaml)")

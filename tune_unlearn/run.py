@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from .cli import add_experiment_args, experiment_overrides, main_guard, parse_assignments, parse_weights, write_json
+from .cli import (add_experiment_args, experiment_overrides, main_guard, parse_assignments, parse_weights, prog,
+                  write_json)
 from .errors import UserError
 from .experiment import DEFAULT_EXPERIMENT, available_experiments, load_experiment
 from .methods import get_method, method_names
@@ -30,7 +31,7 @@ from .runtime import make_runtime
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tune_unlearn.run", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog=prog("run"), description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--list", action="store_true", help="list the experiments and the registered methods, then exit")
     p.add_argument("--method", help="registered method (default: selective, or the config's)")

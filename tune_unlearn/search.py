@@ -24,7 +24,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .cli import add_experiment_args, experiment_overrides, main_guard, parse_weights
+from .cli import add_experiment_args, experiment_overrides, main_guard, parse_weights, prog
 from .config import from_mapping, to_plain
 from .errors import UserError
 from .experiment import Experiment
@@ -103,7 +103,7 @@ class Plan:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tune_unlearn.search", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog=prog("search"), description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--space", help="search space: a name in search_spaces/ or a YAML path "
                                    "(default: 'default', or the --method's own space)")
