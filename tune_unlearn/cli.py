@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Callable
 
 from .config import parse_scalar
-from .errors import UserError
+from .errors import Diverged, UserError
 from .experiment import DEFAULT_EXPERIMENT
 from .objective import Weights
-from .training import Diverged
 
 
 # How the running command is called in usage lines: `python -m tune_unlearn.<module>`, or

@@ -33,15 +33,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from .cli import add_experiment_args, experiment_overrides, main_guard, parse_weights, prog
-from .errors import UserError
+from .errors import Diverged, UserError
 from .experiment import DEFAULT_EXPERIMENT
+from .files import default_cache_dir, log_stderr
 from .methods import method_names
 from .objective import COMPONENT_MODES
-from .pipeline import prepare, run_method
-from .references import default_cache_dir, log_stderr
 from .run_config import load_run_config, resolve_run
-from .runtime import make_runtime
-from .training import Diverged
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -193,6 +190,10 @@ def baseline_rows(prepared, seed: int, weights) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     runs, overrides = plan_runs(args)
+    # Everything above validated the arguments without torch; now the work starts.
+    from .pipeline import prepare, run_method
+    from .runtime import make_runtime
+
     exp0 = runs[0][2].experiment
     out = Path(args.out or f"runs/compare-{exp0.name}-{time.strftime('%Y%m%d-%H%M%S')}").expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -31,11 +31,11 @@ from pathlib import Path
 from .cli import main_guard, prog
 from .config import write_yaml
 from .errors import UserError
-from .metrics import METRIC_KEYS
+from .files import atomic_write_text
 from .objective import COMPONENT_MODES
-from .progress import error_reason
-from .references import atomic_write_text
-from .trainable import FINAL_RESULT, test_columns
+
+# The modules below import torch and Ray: functions import them where needed, so that the command
+# line (and search.py, for SEARCH_FILE) loads this module without them.
 
 SEARCH_FILE = "search.json"  # written by search.py: the search's settings and references
 STUDY_FILE = "optuna.db"  # the search's Optuna study (SQLite; study.py)
@@ -99,6 +99,9 @@ def load_run(run_dir: str | Path) -> RunRecord:
     (a trial with final_result.json finished, whatever the last saved state says)."""
     from ray.tune import ExperimentAnalysis
 
+    from .progress import error_reason
+    from .trainable import FINAL_RESULT
+
     run_dir = Path(run_dir).expanduser().resolve()
     if not (run_dir / SEARCH_FILE).is_file():
         raise UserError(f"{run_dir} is not a tune_unlearn search (no {SEARCH_FILE})")
@@ -139,6 +142,8 @@ def load_run(run_dir: str | Path) -> RunRecord:
 
 
 def _row(record: RunRecord, t: TrialRecord) -> dict:
+    from .metrics import METRIC_KEYS
+
     row = {"trial_id": t.trial_id, "status": t.status, "error": t.error}
     row.update({k: t.config.get(k) for k in record.params})
     skip = {"phase", "final", "epoch", "phase_epoch", "done", "trial_id", "date", "hostname", "node_ip", "pid",
@@ -153,6 +158,8 @@ def _row(record: RunRecord, t: TrialRecord) -> dict:
 def baseline_rows(record: RunRecord) -> list[dict]:
     """results.csv rows of the original model and of each retrained model, scored like trials
     (validation metrics, components, objective; the test split's columns)."""
+    from .trainable import test_columns
+
     baselines = record.search.get("baselines")
     if not baselines:
         return []
@@ -216,6 +223,7 @@ def pareto_front(record: RunRecord) -> list[TrialRecord]:
 
 def run_config_of(record: RunRecord, t: TrialRecord) -> dict:
     """A run config (see run_config.py) that re-runs trial `t` with `python -m tune_unlearn.run`."""
+    from .metrics import METRIC_KEYS
     from .run_config import resolve_run
 
     s = record.search

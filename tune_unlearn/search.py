@@ -28,10 +28,10 @@ from .cli import add_experiment_args, experiment_overrides, main_guard, parse_we
 from .config import from_mapping, to_plain
 from .errors import UserError
 from .experiment import Experiment
-from .export import SEARCH_FILE, export_run, summary
+from .export import SEARCH_FILE
 from .methods import get_method
 from .objective import COMPONENT_MODES, Weights
-from .references import atomic_write_text, default_cache_dir
+from .files import atomic_write_text, default_cache_dir
 from .run_config import resolve_run
 from .search_space import ParamSpec, SearchSpace, load_space, method_space
 
@@ -444,6 +444,8 @@ def main(argv: list[str] | None = None) -> int:
         tuner = make_tuner(plan, trainable, max_concurrent)
     started = time.time()
     tuner.fit()
+    from .export import export_run, summary
+
     record = export_run(plan.run_dir, top=args.top)
     print(summary(record, plan.run_dir, top=args.top, started=started), flush=True)
     if plan.mlflow:
