@@ -38,6 +38,7 @@ from .experiment import DEFAULT_EXPERIMENT
 from .files import default_cache_dir, log_stderr
 from .methods import method_names
 from .objective import COMPONENT_MODES
+from .progress_bar import Progress
 from .run_config import load_run_config, resolve_run
 
 
@@ -204,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     leakage = args.leakage or runs[0][2].weights.leak > 0
     (out / "compare.json").write_text(json.dumps({"experiment": exp0.name, "overrides": overrides, "seeds": args.seeds,
                                                   "methods": [[m, label] for m, label, _ in runs]}, indent=1))
+    todo = sum((method, label, str(seed)) not in done for seed in args.seeds for method, label, _ in runs)
+    # A bar over the runs on a terminal; otherwise the "seed s: method" lines below say it
+    bar = Progress("compare", todo, "run", lines=False)
     for seed in args.seeds:
         exp = replace(exp0, forget=replace(exp0.forget, seed=seed))
         prepared = None
@@ -215,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             if (method, label, str(seed)) in done:
                 continue
             prepared = prepared or prepare(exp, runtime, cache, args.original, args.download, leakage=leakage)
-            log_stderr(f"seed {seed}: {method} ({label})")
+            log_stderr(f"seed {seed}: {method} ({label}) [{bar.done + 1}/{todo}]")
             row = {"method": method, "config": label, "seed": seed, "hparams": json.dumps(run.hparams)}
             try:
                 result = run_method(prepared, run.method, run.hparams, run.weights, seed=seed, leakage=leakage)
@@ -224,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
             except Diverged as exc:
                 row.update(status=f"diverged: {exc}")
             append_row(csv_path, row)
+            bar.update(text=f"seed {seed}: {method}")
+    bar.close()
     rows = read_rows(csv_path)
     forget = (f"a random {100 * exp0.forget.fraction:g}%" if exp0.forget.rule == "random"
               else f"classes {list(exp0.forget.classes)}")

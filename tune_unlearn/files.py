@@ -34,4 +34,6 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def log_stderr(message: str) -> None:
-    print(f"[tune_unlearn] {message}", file=sys.stderr, flush=True)
+    from .progress_bar import say  # above any progress bar on a terminal
+
+    say(message)

@@ -34,6 +34,7 @@ from typing import Callable
 import torch
 
 from .data import ExperimentData
+from .progress_bar import Progress
 from .files import atomic_write, atomic_write_text, default_cache_dir, log_stderr  # noqa: F401  (re-exported)
 from .experiment import Experiment, ForgetSpec
 from .metrics import SPLITS, evaluate
@@ -147,13 +148,11 @@ class ReferenceCache:
         images = 0
         for what, part, stage in stages:
             self.log(f"training the {role} model (seed {recipe.seed}){what}: {stage.epochs} epochs on {len(part)} samples ({runtime.describe()})")
-            every = max(1, stage.epochs // 5)
-
-            def progress(epoch: int, logs: dict, epochs=stage.epochs) -> None:
-                if (epoch + 1) % every == 0 or epoch + 1 == epochs:
-                    self.log(f"  {role} epoch {epoch + 1}/{epochs}: loss {logs['loss']:.4f}")
-
-            train_recipe(model, part, stage, runtime, on_epoch=progress)
+            # A bar on a terminal, else a line every fifth of the epochs (through self.log)
+            with Progress(f"{role} (seed {recipe.seed})", stage.epochs, "epoch",
+                          log=None if self.log is log_stderr else self.log) as bar:
+                train_recipe(model, part, stage, runtime,
+                             on_epoch=lambda epoch, logs: bar.update(text=f"loss {logs['loss']:.4f}"))
             images += stage.epochs * len(part)
         seconds = clock.stop()
         meta = {"role": role, "experiment": exp.name, "train_time_s": seconds, "train_macs": clock.macs,
