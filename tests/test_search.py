@@ -256,7 +256,7 @@ def test_mlflow_logs_every_trial_and_the_best_config(ray_address, tmp_path, sess
                       fixed={"mask_epochs": 1, "ft_epochs": 2})
     assert search.main(["--space", path, "--mlflow", *search_args(tmp_path, session_cache, "mlf")]) == 0
     run_dir = tmp_path / "runs" / "mlf"
-    assert "mlflow ui --backend-store-uri sqlite:///" in capsys.readouterr().out
+    assert f"mlflow ui --backend-store-uri sqlite:///{run_dir.resolve() / 'mlflow.db'}" in capsys.readouterr().out
     client = MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}")  # the default store: in the run directory
     experiment = client.get_experiment_by_name("mlf")
     runs = client.search_runs([experiment.experiment_id])

@@ -39,6 +39,7 @@ from .objective import COMPONENT_MODES
 
 SEARCH_FILE = "search.json"  # written by search.py: the search's settings and references
 STUDY_FILE = "optuna.db"  # the search's Optuna study (SQLite; study.py)
+MLFLOW_FILE = "mlflow.db"  # the search's own MLflow store, with --mlflow and no URI (tracking.py)
 # A trial's test-split columns (trainable.test_columns), beside the validation metrics
 TEST_COLUMNS = ("test_acc", "forget_test_acc", "test_mia", "test_mia_cv_acc", "test_objective")
 
@@ -364,6 +365,8 @@ def summary(record: RunRecord, run_dir: Path, top: int = 5, started: float | Non
     lines.append(f"tensorboard --logdir {run_dir}")
     if (run_dir / STUDY_FILE).exists():
         lines.append(f"optuna study: optuna-dashboard sqlite:///{run_dir.resolve() / STUDY_FILE}")
+    if record.search.get("mlflow"):
+        lines.append(f"mlflow runs:  mlflow ui --backend-store-uri {record.search['mlflow']}")
     if record.interrupted:
         lines.append(f"the search was interrupted; continue it with: python -m tune_unlearn.search "
                      f"--storage-path {run_dir.parent} --name {run_dir.name} --resume")

@@ -1,15 +1,18 @@
-"""Hyperparameter search with Ray Tune and an Optuna (TPE) searcher.
+"""Hyperparameter search with Ray Tune and an Optuna sampler (TPE by default).
 
     python -m tune_unlearn.search --space default
     python -m tune_unlearn.search --space default --experiment fmnist --num-samples 32
     python -m tune_unlearn.search --method selective --multi-objective --scheduler asha
     python -m tune_unlearn.search --name my-search --resume
+    python -m tune_unlearn.search --space default --sampler gp --mlflow
 
 Validates the space, the experiment and every fixed value before Ray starts; trains (once,
 cached) the original and retrained references in a Ray task before any trial starts, so
 concurrent trials never race; runs the trials (several per GPU by default); then writes
 results.csv and best_config.yaml (and pareto.csv with --multi-objective) under runs/<name>/
-and prints the best trials beside the retrained reference.
+and prints the best trials beside the retrained reference. The Optuna study is kept in
+runs/<name>/optuna.db (optuna-dashboard, optuna.load_study; a resume continues it); --mlflow
+logs every trial to MLflow as well.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from .cli import add_experiment_args, experiment_overrides, main_guard, parse_we
 from .config import from_mapping, to_plain
 from .errors import UserError
 from .experiment import Experiment
-from .export import SEARCH_FILE
+from .export import MLFLOW_FILE, SEARCH_FILE
 from .methods import get_method
 from .objective import COMPONENT_MODES, Weights
 from .files import atomic_write_text, default_cache_dir
@@ -216,7 +219,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
                 str(Path(args.original).resolve()) if args.original else None,
                 args.cpus_per_trial, args.gpus_per_trial, run_dir, args.leakage or weights.leak > 0,
                 choose_sampler(args.sampler, args.multi_objective),
-                None if args.mlflow is None else args.mlflow or f"sqlite:///{run_dir / 'mlflow.db'}")
+                None if args.mlflow is None else args.mlflow or f"sqlite:///{run_dir / MLFLOW_FILE}")
 
 
 def existing_run(args: argparse.Namespace) -> Path | None:

@@ -17,12 +17,14 @@ from pathlib import Path
 
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 
+from .export import MLFLOW_FILE
+
 ARTIFACTS = "mlartifacts"
 
 
 def local_uri(run_dir: str | Path) -> str:
     """The search's own MLflow store (the default of --mlflow without a URI)."""
-    return f"sqlite:///{Path(run_dir).resolve() / 'mlflow.db'}"
+    return f"sqlite:///{Path(run_dir).resolve() / MLFLOW_FILE}"
 
 
 def ensure_experiment(uri: str, name: str, run_dir: Path) -> str:
