@@ -4,12 +4,14 @@ import csv
 import json
 import math
 import os
+import pickle
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 import torch
 import yaml
@@ -66,6 +68,25 @@ def test_search_runs_every_trial_reports_finite_objectives_and_exports(finished_
     assert saved["num_samples"] == 3 and saved["reference"]["n_models"] == 3
     assert saved["reference"]["val_acc"] > 0 and "val_acc_sd" in saved["reference"] and "test_acc_sd" in saved["reference_test"]
     assert math.isfinite(saved["original_objective"])
+
+
+def completed_trials(run_dir):
+    """The finished trials of a search's Optuna study, read from its optuna.db as a user would."""
+    study = optuna.load_study(study_name=run_dir.name, storage=f"sqlite:///{run_dir / 'optuna.db'}")
+    return study, study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+
+
+def test_the_optuna_study_persists_in_the_run_directory(finished_search, capsys):
+    rows = trial_rows(finished_search / "results.csv")
+    study, done = completed_trials(finished_search)
+    assert len(done) == len(study.trials) == 3 and study.metric_names == ["objective"]
+    by_params = {(round(float(r["lam"]), 12), round(float(r["decay"]), 12), int(r["ft_epochs"])): r for r in rows}
+    for t in done:
+        row = by_params[(round(t.params["lam"], 12), round(t.params["decay"], 12), t.params["ft_epochs"])]
+        assert t.value == pytest.approx(float(row["objective"]))
+    capsys.readouterr()
+    assert export_main([str(finished_search)]) == 0
+    assert f"optuna-dashboard sqlite:///{finished_search.resolve() / 'optuna.db'}" in capsys.readouterr().out
 
 
 def test_the_baselines_are_scored_beside_the_trials(finished_search, capsys):
@@ -147,6 +168,8 @@ def test_bad_input_stops_before_ray_starts(tmp_path, capsys, monkeypatch):
         (["--space", "default", "--retrained-models", "0"], "retrained_models must be >= 1, got 0"),
         (["--space", "default", "--exp-set", "dataset.val_fraction=1"], "val_fraction must lie in (0, 1), got 1.0"),
         (["--resume", "--storage-path", str(tmp_path / "none")], "--resume: no search to resume"),
+        (["--space", "default", "--sampler", "nsga2"], "--sampler nsga2 is a multi-objective genetic algorithm"),
+        (["--space", "default", "--sampler", "nsga3"], "add --multi-objective"),
     ]
     for args, message in cases:
         assert search.main(args) == 2, args
@@ -184,6 +207,11 @@ def test_resume_after_ctrl_c_runs_no_trial_twice(ray_address, tmp_path, session_
     for name, (final, count) in finished_before.items():
         assert (run_dir / name / "final_result.json").read_text() == final
         assert len(reports(run_dir / name)) == count, f"{name} ran again"
+    # The resumed search continued the same Optuna study: five trials, none twice, none left open
+    study, done = completed_trials(run_dir)
+    assert len(done) == 5 and len({tuple(sorted(t.params.items())) for t in done}) == 5
+    assert [t for t in study.trials if t.state != optuna.trial.TrialState.COMPLETE] == []
+    assert sorted(t.value for t in done) == pytest.approx(sorted(float(r["objective"]) for r in rows))
 
 
 def test_asha_compares_trials_at_equal_evaluated_epochs(ray_address, tmp_path, session_cache, capsys):
@@ -200,3 +228,48 @@ def test_asha_compares_trials_at_equal_evaluated_epochs(ray_address, tmp_path, s
         assert epochs == list(range(1, len(epochs) + 1))  # the rung clock: evaluated epochs so far
         if lines[-1]["final"] == 1:  # the full evaluation counts as the last evaluated epoch, not one more
             assert lines[-1]["epoch"] == len(epochs)
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "nsga2", "nsga3", "gp", "random"])
+def test_each_sampler_runs_a_search_and_is_saved_for_resume(ray_address, tmp_path, session_cache, sampler):
+    path = space_file(tmp_path, num_samples=2, params={"lam": {"type": "loguniform", "low": 1e-8, "high": 1e-4}},
+                      fixed={"mask_epochs": 1, "ft_epochs": 1})
+    multi = ["--multi-objective"] if sampler.startswith("nsga") else []
+    args = ["--space", path, "--sampler", sampler, "--seed", "3", *multi, *search_args(tmp_path, session_cache, sampler)]
+    assert search.main(args) == 0
+    run_dir = tmp_path / "runs" / sampler
+    saved = json.loads((run_dir / "search.json").read_text())
+    assert saved["sampler"] == sampler and saved["seed"] == 3 and saved["study_name"] == sampler
+    classes = {"tpe": "TPESampler", "nsga2": "NSGAIISampler", "nsga3": "NSGAIIISampler", "gp": "GPSampler",
+               "random": "RandomSampler"}
+    state = pickle.loads(next(run_dir.glob("searcher-state-*.pkl")).read_bytes())
+    assert type(state["_sampler"]).__name__ == classes[sampler]
+    study, done = completed_trials(run_dir)
+    assert len(done) == 2 and len(study.directions) == (5 if multi else 1)
+
+
+def test_mlflow_logs_every_trial_and_the_best_config(ray_address, tmp_path, session_cache, capsys):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    path = space_file(tmp_path, num_samples=2, params={"lam": {"type": "loguniform", "low": 1e-8, "high": 1e-4}},
+                      fixed={"mask_epochs": 1, "ft_epochs": 2})
+    assert search.main(["--space", path, "--mlflow", *search_args(tmp_path, session_cache, "mlf")]) == 0
+    run_dir = tmp_path / "runs" / "mlf"
+    assert f"mlflow ui --backend-store-uri sqlite:///{run_dir.resolve() / 'mlflow.db'}" in capsys.readouterr().out
+    client = MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}")  # the default store: in the run directory
+    experiment = client.get_experiment_by_name("mlf")
+    runs = client.search_runs([experiment.experiment_id])
+    rows = {r["trial_id"]: r for r in trial_rows(run_dir / "results.csv")}
+    assert sorted(r.data.tags["trial_id"] for r in runs) == sorted(rows)
+    best = yaml.safe_load((run_dir / "best_config.yaml").read_text())["result"]["trial_id"]
+    for run in runs:
+        row = rows[run.data.tags["trial_id"]]
+        assert run.info.status == "FINISHED" and float(run.data.params["lam"]) == pytest.approx(float(row["lam"]))
+        assert run.data.metrics["objective"] == pytest.approx(float(row["objective"]))  # the final result
+        assert run.data.metrics["test_acc"] == pytest.approx(float(row["test_acc"]))
+        history = client.get_metric_history(run.info.run_id, "objective")
+        assert len(history) == 3  # every report: two fine-tuning epochs, then the final one
+        artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
+        assert artifacts == (["best_config.yaml"] if run.data.tags["trial_id"] == best else [])
+    assert (run_dir / "mlartifacts").is_dir()

@@ -54,3 +54,42 @@ def test_multi_objective_study_has_one_direction_per_component():
     study = searcher._ot_study
     assert [d.name for d in study.directions] == ["MINIMIZE"] * 5
     assert len(study.best_trials) == 1
+
+
+def test_a_restored_searcher_does_not_enqueue_its_start_point_twice_into_a_stored_study(tmp_path):
+    """What Tuner.restore does to the searcher: a fresh one from tuner.pkl gets the space (which
+    opens the stored study and would enqueue the start point again), then its saved state."""
+    import optuna
+
+    from tune_unlearn.study import StudySearch, open_storage
+
+    space = load_space("default")
+    from tune_unlearn.methods import get_method
+
+    start = space.start_point(get_method(space.method).resolve())
+    assert start
+
+    def fresh(cls):
+        searcher = cls(metric="objective", mode="max", points_to_evaluate=[start], storage=open_storage(tmp_path),
+                       study_name="s", sampler=optuna.samplers.TPESampler(seed=0))
+        searcher.set_search_properties("objective", "max", space.tune_space())
+        return searcher
+
+    first = fresh(StudySearch)
+    assert first.suggest("t0") == start  # the start point runs first
+    first.on_trial_complete("t0", result={"objective": 1.0})
+    first.save(str(tmp_path / "state.pkl"))
+
+    def waiting():
+        study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+        return len(study.get_trials(states=(optuna.trial.TrialState.WAITING,)))
+
+    fresh(OptunaSearch)
+    assert waiting() == 1  # Ray's own searcher: the start point is queued again and would run twice
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    study._storage.set_trial_state_values(study.get_trials()[-1]._trial_id, optuna.trial.TrialState.FAIL)
+    restored = fresh(StudySearch)
+    restored.restore(str(tmp_path / "state.pkl"))
+    assert waiting() == 0
+    config = restored.suggest("t1")
+    assert config != start and len(restored._ot_study.trials) == 3  # t0, the failed duplicate, t1

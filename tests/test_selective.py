@@ -10,16 +10,16 @@ from tune_unlearn.pipeline import run_method
 
 def _unlearn(prepared, runtime, monkeypatch, **hp):
     """Run the selective method's mask + decay (no fine-tuning) and return (before, after, mask)."""
-    import tune_unlearn.methods.selective as selective
+    import tune_unlearn.masking as masking  # the selective method imports learn_mask from it when it runs
 
     captured = {}
-    real_learn = selective.learn_mask
+    real_learn = masking.learn_mask
 
     def spy(*args, **kwargs):
         captured["mask"] = real_learn(*args, **kwargs)
         return captured["mask"]
 
-    monkeypatch.setattr(selective, "learn_mask", spy)
+    monkeypatch.setattr(masking, "learn_mask", spy)
     method = get_method("selective")
     params = method.resolve({"mask_batch_size": 32, "mask_epochs": 5, "mask_lr": 1e-3, "ft_epochs": 0, **hp})
     model = prepared.model()

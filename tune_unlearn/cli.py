@@ -10,10 +10,18 @@ from pathlib import Path
 from typing import Callable
 
 from .config import parse_scalar
-from .errors import UserError
+from .errors import Diverged, UserError
 from .experiment import DEFAULT_EXPERIMENT
 from .objective import Weights
-from .training import Diverged
+
+
+# How the running command is called in usage lines: `python -m tune_unlearn.<module>`, or
+# `tune-unlearn <command>` when started through the tune-unlearn command (__main__.py sets it).
+PROG: str | None = None
+
+
+def prog(module: str) -> str:
+    return PROG or f"python -m tune_unlearn.{module}"
 
 
 def add_experiment_args(parser: argparse.ArgumentParser, default_experiment: str | None = DEFAULT_EXPERIMENT) -> None:

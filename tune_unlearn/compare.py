@@ -35,21 +35,19 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from . import per_example
-from .cli import add_experiment_args, experiment_overrides, main_guard, parse_weights
-from .errors import UserError
+from .cli import add_experiment_args, experiment_overrides, main_guard, parse_weights, prog
+from .errors import Diverged, UserError
 from .experiment import DEFAULT_EXPERIMENT
+from .files import default_cache_dir, log_stderr
 from .methods import method_names
 from .objective import COMPONENT_MODES
-from .pipeline import prepare, run_method
-from .references import default_cache_dir, log_stderr
+from .per_example.limits import MIN_MODELS as PER_EXAMPLE_MIN_MODELS
+from .progress_bar import Progress
 from .run_config import load_run_config, resolve_run
-from .runtime import make_runtime
-from .training import Diverged
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tune_unlearn.compare", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog=prog("compare"), description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="forget-set and run seeds (default: 0 1 2)")
     p.add_argument("--methods", nargs="+", help="methods to compare (default: every registered method)")
@@ -84,8 +82,8 @@ def load_configs(paths: list[str]) -> dict[str, tuple[str, dict]]:
 def plan_runs(args: argparse.Namespace) -> tuple[list, dict]:
     """Validate everything before any training: (runs, overrides). Each run is
     (method, config label, resolved run) for seed 0's experiment; seeds are applied later."""
-    if args.per_example is not None and args.per_example < per_example.MIN_MODELS:
-        raise UserError(f"--per-example needs N >= {per_example.MIN_MODELS} models per side, got {args.per_example}")
+    if args.per_example is not None and args.per_example < PER_EXAMPLE_MIN_MODELS:
+        raise UserError(f"--per-example needs N >= {PER_EXAMPLE_MIN_MODELS} models per side, got {args.per_example}")
     if args.per_example is not None and args.original:
         raise UserError("--per-example trains its own original models; it cannot use --original")
     methods = args.methods or method_names()
@@ -205,6 +203,10 @@ def baseline_rows(prepared, seed: int, weights) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     runs, overrides = plan_runs(args)
+    # Everything above validated the arguments without torch; now the work starts.
+    from .pipeline import prepare, run_method
+    from .runtime import make_runtime
+
     exp0 = runs[0][2].experiment
     out = Path(args.out or f"runs/compare-{exp0.name}-{time.strftime('%Y%m%d-%H%M%S')}").expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -215,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     leakage = args.leakage or runs[0][2].weights.leak > 0
     (out / "compare.json").write_text(json.dumps({"experiment": exp0.name, "overrides": overrides, "seeds": args.seeds,
                                                   "methods": [[m, label] for m, label, _ in runs]}, indent=1))
+    todo = sum((method, label, str(seed)) not in done for seed in args.seeds for method, label, _ in runs)
+    # A bar over the runs on a terminal; otherwise the "seed s: method" lines below say it
+    bar = Progress("compare", todo, "run", lines=False)
     for seed in args.seeds:
         exp = replace(exp0, forget=replace(exp0.forget, seed=seed))
         prepared = None
@@ -226,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             if (method, label, str(seed)) in done:
                 continue
             prepared = prepared or prepare(exp, runtime, cache, args.original, args.download, leakage=leakage)
-            log_stderr(f"seed {seed}: {method} ({label})")
+            log_stderr(f"seed {seed}: {method} ({label}) [{bar.done + 1}/{todo}]")
             row = {"method": method, "config": label, "seed": seed, "hparams": json.dumps(run.hparams)}
             try:
                 result = run_method(prepared, run.method, run.hparams, run.weights, seed=seed, leakage=leakage)
@@ -235,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
             except Diverged as exc:
                 row.update(status=f"diverged: {exc}")
             append_row(csv_path, row)
+            bar.update(text=f"seed {seed}: {method}")
+    bar.close()
     rows = read_rows(csv_path)
     forget = (f"a random {100 * exp0.forget.fraction:g}%" if exp0.forget.rule == "random"
               else f"classes {list(exp0.forget.classes)}")
@@ -244,7 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     print(f"rows: {csv_path}\ntable: {out / 'compare.md'}")
     if args.per_example:
-        per_example.run(out, runs, exp0, runtime, cache, args.per_example, args.download)
+        from .per_example import run as per_example_run
+
+        per_example_run(out, runs, exp0, runtime, cache, args.per_example, args.download)
     return 0
 
 

@@ -25,12 +25,11 @@ import torch
 import torch.nn.functional as F
 import torch.utils.data
 
+from .datasets import DATASETS, DEFAULT_DOWNLOAD_ROOT, DatasetInfo  # noqa: F401  (re-exported)
 from .errors import UserError
 
 if TYPE_CHECKING:
     from .experiment import DatasetSpec, Experiment, ForgetSpec
-
-DEFAULT_DOWNLOAD_ROOT = Path.home() / ".cache" / "tune_unlearn" / "data"
 
 
 @dataclass
@@ -129,35 +128,10 @@ def _load_cifar(root: Path, download: bool, spec: DatasetSpec) -> Arrays:
     return Arrays(xtr, ytr, xte, yte, 100 if hundred else 10)
 
 
-@dataclass(frozen=True)
-class DatasetInfo:
-    num_classes: int | None  # None: read from the data (ImageFolder trees)
-    channels: int
-    default_root: Path | None
-    install_hint: str
-    load: Callable | None  # small data sets: (root, download, spec) -> Arrays
-
-
-DATASETS: dict[str, DatasetInfo] = {
-    "digits": DatasetInfo(10, 1, None, "it ships with scikit-learn", _load_digits),
-    "fmnist": DatasetInfo(
-        10,
-        1,
-        Path("/usr/share/datasets/fashion-mnist"),
-        "install it with 'apt-get install dataset-fashion-mnist', point --data-dir at a folder "
-        "with the four IDX files, or pass --download",
-        _load_fmnist,
-    ),
-    "cifar10": DatasetInfo(
-        10, 3, DEFAULT_DOWNLOAD_ROOT, "pass --download, or --data-dir at the folder holding cifar-10-batches-py", _load_cifar
-    ),
-    "cifar100": DatasetInfo(
-        100, 3, DEFAULT_DOWNLOAD_ROOT, "pass --download, or --data-dir at the folder holding cifar-100-python", _load_cifar
-    ),
-    "imagefolder": DatasetInfo(
-        None, 3, None, "pass --data-dir at a folder holding train/ and val/ ImageFolder trees (one sub-folder per class)", None
-    ),
-}
+# What each data set is (classes, channels, where it lives) is in datasets.py, without torch;
+# how to read it is here, by name.
+LOADERS: dict[str, Callable] = {"digits": _load_digits, "fmnist": _load_fmnist, "cifar10": _load_cifar,
+                                "cifar100": _load_cifar}
 
 
 def _missing(name: str, root: Path | None) -> UserError:

@@ -1,4 +1,4 @@
-"""The one exception type for input a user can fix."""
+"""The one exception type for input a user can fix, and the one for a run that diverged."""
 
 
 class UserError(Exception):
@@ -12,3 +12,7 @@ class UserError(Exception):
 def one_of(what: str, value, allowed) -> UserError:
     """The usual 'unknown X' error: names the bad value and lists what is allowed."""
     return UserError(f"unknown {what} {value!r}; allowed: {', '.join(map(str, allowed))}")
+
+
+class Diverged(RuntimeError):
+    """The loss became NaN or infinite: the run cannot produce meaningful metrics."""

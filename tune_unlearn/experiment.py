@@ -15,7 +15,7 @@ from .errors import UserError, one_of
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str  # digits | fmnist | cifar10 | cifar100 | imagenet100
-    root: str | None = None  # None: the data set's default place (see data.DATASETS)
+    root: str | None = None  # None: the data set's default place (see datasets.DATASETS)
     image_size: int | None = None  # imagenet100: side of the square crop fed to the model
     test_fraction: float = 0.3  # digits only: it has no official test split
     # The validation split: this fraction of the test split (official, or carved as above),
@@ -140,7 +140,7 @@ def apply_overrides(exp: Experiment, overrides: dict) -> Experiment:
 
 
 def validate_experiment(exp: Experiment) -> None:
-    from .data import DATASETS  # late: data imports torch, keep this module light
+    from .datasets import DATASETS
 
     where = f"experiment {exp.name!r}"
     if exp.dataset.name not in DATASETS:

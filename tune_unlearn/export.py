@@ -28,16 +28,18 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cli import main_guard
+from .cli import main_guard, prog
 from .config import write_yaml
 from .errors import UserError
-from .metrics import METRIC_KEYS
+from .files import atomic_write_text
 from .objective import COMPONENT_MODES
-from .progress import error_reason
-from .references import atomic_write_text
-from .trainable import FINAL_RESULT, test_columns
+
+# The modules below import torch and Ray: functions import them where needed, so that the command
+# line (and search.py, for SEARCH_FILE) loads this module without them.
 
 SEARCH_FILE = "search.json"  # written by search.py: the search's settings and references
+STUDY_FILE = "optuna.db"  # the search's Optuna study (SQLite; study.py)
+MLFLOW_FILE = "mlflow.db"  # the search's own MLflow store, with --mlflow and no URI (tracking.py)
 # A trial's test-split columns (trainable.test_columns), beside the validation metrics
 TEST_COLUMNS = ("test_acc", "forget_test_acc", "test_mia", "test_mia_cv_acc", "test_objective")
 
@@ -98,6 +100,9 @@ def load_run(run_dir: str | Path) -> RunRecord:
     (a trial with final_result.json finished, whatever the last saved state says)."""
     from ray.tune import ExperimentAnalysis
 
+    from .progress import error_reason
+    from .trainable import FINAL_RESULT
+
     run_dir = Path(run_dir).expanduser().resolve()
     if not (run_dir / SEARCH_FILE).is_file():
         raise UserError(f"{run_dir} is not a tune_unlearn search (no {SEARCH_FILE})")
@@ -138,6 +143,8 @@ def load_run(run_dir: str | Path) -> RunRecord:
 
 
 def _row(record: RunRecord, t: TrialRecord) -> dict:
+    from .metrics import METRIC_KEYS
+
     row = {"trial_id": t.trial_id, "status": t.status, "error": t.error}
     row.update({k: t.config.get(k) for k in record.params})
     skip = {"phase", "final", "epoch", "phase_epoch", "done", "trial_id", "date", "hostname", "node_ip", "pid",
@@ -152,6 +159,8 @@ def _row(record: RunRecord, t: TrialRecord) -> dict:
 def baseline_rows(record: RunRecord) -> list[dict]:
     """results.csv rows of the original model and of each retrained model, scored like trials
     (validation metrics, components, objective; the test split's columns)."""
+    from .trainable import test_columns
+
     baselines = record.search.get("baselines")
     if not baselines:
         return []
@@ -215,6 +224,7 @@ def pareto_front(record: RunRecord) -> list[TrialRecord]:
 
 def run_config_of(record: RunRecord, t: TrialRecord) -> dict:
     """A run config (see run_config.py) that re-runs trial `t` with `python -m tune_unlearn.run`."""
+    from .metrics import METRIC_KEYS
     from .run_config import resolve_run
 
     s = record.search
@@ -353,6 +363,10 @@ def summary(record: RunRecord, run_dir: Path, top: int = 5, started: float | Non
     if (run_dir / "pareto.csv").exists():
         lines.append(f"pareto front: {run_dir / 'pareto.csv'}")
     lines.append(f"tensorboard --logdir {run_dir}")
+    if (run_dir / STUDY_FILE).exists():
+        lines.append(f"optuna study: optuna-dashboard sqlite:///{run_dir.resolve() / STUDY_FILE}")
+    if record.search.get("mlflow"):
+        lines.append(f"mlflow runs:  mlflow ui --backend-store-uri {record.search['mlflow']}")
     if record.interrupted:
         lines.append(f"the search was interrupted; continue it with: python -m tune_unlearn.search "
                      f"--storage-path {run_dir.parent} --name {run_dir.name} --resume")
@@ -361,7 +375,7 @@ def summary(record: RunRecord, run_dir: Path, top: int = 5, started: float | Non
 
 @main_guard
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tune_unlearn.export", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=prog("export"), description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir", help="a search's directory, e.g. runs/default-digits-20261122-170323")
     p.add_argument("--top", type=int, default=5, help="how many of the best configurations (default: 5)")
     p.add_argument("--format", choices=["yaml", "json"], default="yaml", help="format of top<N> (default: yaml)")

@@ -22,7 +22,7 @@ from .data import Part, batch_count
 from .runtime import Runtime
 from .training import check_finite
 
-SCOPES = ("layer4", "layer3+layer4", "layer4+fc", "fc", "all")
+from .scopes import SCOPES  # noqa: E402  (re-exported: the scope names live without torch)
 _SCOPE_PARTS = ("conv1", "layer1", "layer2", "layer3", "layer4", "fc")
 
 

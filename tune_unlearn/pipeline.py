@@ -22,6 +22,7 @@ from .methods.base import Context, Method, UnlearnData
 from .metrics import SPLITS, evaluate
 from .models import build_model
 from .objective import Weights, score
+from .progress_bar import Progress
 from .references import References, log_stderr, prepare_references
 from .runtime import Runtime, Stopwatch, seed_everything
 
@@ -135,6 +136,8 @@ def run_method(prepared: Prepared, method: str | Method, hparams: dict, weights:
 
     def epoch_end(phase: str, epoch: int, logs: dict, worth_evaluating: bool) -> None:
         history.append({"phase": phase, "epoch": epoch + 1, "time_s": clock.elapsed, "cost": clock.macs, **logs})
+        loss = logs.get("loss")
+        bar.update(text=f"{phase} {epoch + 1}" + (f", loss {loss:.4f}" if isinstance(loss, float) else ""))
         if not (worth_evaluating and on_report):
             return
         with clock.paused():
@@ -150,9 +153,14 @@ def run_method(prepared: Prepared, method: str | Method, hparams: dict, weights:
     ctx = Context(runtime, exp.train.batch_size, exp.eval.batch_size, exp.train, new_model, epoch_end)
     view = UnlearnData(data.retain, data.forget, data.train, data.num_classes)
     seed_everything(seed)
+    # The method's epochs (a bar on a terminal; in Ray workers and logs a line at most every 30 s)
+    bar = Progress(f"{method.name} (seed {seed})", None, "epoch", leave=False)
     clock.start()
-    stats = method.unlearn(model, view, dict(hparams), ctx)
-    clock.stop()
+    try:
+        stats = method.unlearn(model, view, dict(hparams), ctx)
+    finally:
+        clock.stop()
+        bar.close()
     final = measure(full_retain=True, splits=SPLITS)
     comps, value = score(final["val"], reference["val"], weights)
     test_comps, test_value = score(final["test"], reference["test"], weights)

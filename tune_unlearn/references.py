@@ -25,10 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import socket
-import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -37,6 +34,8 @@ from typing import Callable
 import torch
 
 from .data import ExperimentData
+from .progress_bar import Progress
+from .files import atomic_write, atomic_write_text, default_cache_dir, log_stderr  # noqa: F401  (re-exported)
 from .experiment import Experiment, ForgetSpec
 from .metrics import SPLITS, evaluate
 from .objective import Weights, distances, ensemble, leave_one_out, score
@@ -46,10 +45,6 @@ from .training import train_recipe
 
 CACHE_FORMAT = 3  # 3: entries record their training cost in MACs (meta["train_macs"])
 METRICS_VERSION = 3  # bump when evaluate changes meaning (2: per split; 3: kit attack test size, probe target)
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("TUNE_UNLEARN_CACHE", Path.home() / ".cache" / "tune_unlearn")).expanduser().resolve()
 
 
 def digest(payload: dict) -> str:
@@ -62,29 +57,6 @@ def file_digest(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()[:16]
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the same directory, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text))
-
-
-def log_stderr(message: str) -> None:
-    print(f"[tune_unlearn] {message}", file=sys.stderr, flush=True)
 
 
 def forget_key(forget: ForgetSpec) -> dict:
@@ -176,13 +148,11 @@ class ReferenceCache:
         images = 0
         for what, part, stage in stages:
             self.log(f"training the {role} model (seed {recipe.seed}){what}: {stage.epochs} epochs on {len(part)} samples ({runtime.describe()})")
-            every = max(1, stage.epochs // 5)
-
-            def progress(epoch: int, logs: dict, epochs=stage.epochs) -> None:
-                if (epoch + 1) % every == 0 or epoch + 1 == epochs:
-                    self.log(f"  {role} epoch {epoch + 1}/{epochs}: loss {logs['loss']:.4f}")
-
-            train_recipe(model, part, stage, runtime, on_epoch=progress)
+            # A bar on a terminal, else a line every fifth of the epochs (through self.log)
+            with Progress(f"{role} (seed {recipe.seed})", stage.epochs, "epoch",
+                          log=None if self.log is log_stderr else self.log) as bar:
+                train_recipe(model, part, stage, runtime,
+                             on_epoch=lambda epoch, logs: bar.update(text=f"loss {logs['loss']:.4f}"))
             images += stage.epochs * len(part)
         seconds = clock.stop()
         meta = {"role": role, "experiment": exp.name, "train_time_s": seconds, "train_macs": clock.macs,

@@ -12,13 +12,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cli import main_guard
+from .cli import main_guard, prog
 from .errors import UserError
 
 
 @main_guard
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tune_unlearn.report", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=prog("report"), description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir", help="a search's directory, e.g. runs/default-digits-20261122-170323")
     p.add_argument("--compare", metavar="CSV",
                    help="a compare.csv: adds the paper's Figure 4 (radar) and the table, and the per-example section "

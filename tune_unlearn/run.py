@@ -16,21 +16,18 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
-from .cli import add_experiment_args, experiment_overrides, main_guard, parse_assignments, parse_weights, write_json
+from .cli import (add_experiment_args, experiment_overrides, main_guard, parse_assignments, parse_weights, prog,
+                  write_json)
 from .errors import UserError
 from .experiment import DEFAULT_EXPERIMENT, available_experiments, load_experiment
+from .files import atomic_write, default_cache_dir, log_stderr
 from .methods import get_method, method_names
 from .objective import Weights
-from .pipeline import prepare, run_method
-from .references import atomic_write, default_cache_dir, log_stderr
 from .run_config import load_run_config, resolve_run
-from .runtime import make_runtime
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tune_unlearn.run", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog=prog("run"), description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--list", action="store_true", help="list the experiments and the registered methods, then exit")
     p.add_argument("--method", help="registered method (default: selective, or the config's)")
@@ -82,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         weights=parse_weights(args.weight, Weights().updated(cfg.weights if cfg else {}, args.config or "")),
         seed=args.seed if args.seed is not None else (cfg.seed if cfg and cfg.seed is not None else 0),
     )
+    # Everything above validated the arguments without torch; now the work starts.
+    import torch
+
+    from .pipeline import prepare, run_method
+    from .runtime import make_runtime
+
     runtime = make_runtime(args.device)
     leakage = args.leakage or run.weights.leak > 0
     prepared = prepare(run.experiment, runtime, args.cache_dir or default_cache_dir(), args.original, args.download,

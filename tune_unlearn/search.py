@@ -1,15 +1,18 @@
-"""Hyperparameter search with Ray Tune and an Optuna (TPE) searcher.
+"""Hyperparameter search with Ray Tune and an Optuna sampler (TPE by default).
 
     python -m tune_unlearn.search --space default
     python -m tune_unlearn.search --space default --experiment fmnist --num-samples 32
     python -m tune_unlearn.search --method selective --multi-objective --scheduler asha
     python -m tune_unlearn.search --name my-search --resume
+    python -m tune_unlearn.search --space default --sampler gp --mlflow
 
 Validates the space, the experiment and every fixed value before Ray starts; trains (once,
 cached) the original and retrained references in a Ray task before any trial starts, so
 concurrent trials never race; runs the trials (several per GPU by default); then writes
 results.csv and best_config.yaml (and pareto.csv with --multi-objective) under runs/<name>/
-and prints the best trials beside the retrained reference.
+and prints the best trials beside the retrained reference. The Optuna study is kept in
+runs/<name>/optuna.db (optuna-dashboard, optuna.load_study; a resume continues it); --mlflow
+logs every trial to MLflow as well.
 """
 
 from __future__ import annotations
@@ -24,14 +27,14 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .cli import add_experiment_args, experiment_overrides, main_guard, parse_weights
+from .cli import add_experiment_args, experiment_overrides, main_guard, parse_weights, prog
 from .config import from_mapping, to_plain
 from .errors import UserError
 from .experiment import Experiment
-from .export import SEARCH_FILE, export_run, summary
+from .export import MLFLOW_FILE, SEARCH_FILE
 from .methods import get_method
 from .objective import COMPONENT_MODES, Weights
-from .references import atomic_write_text, default_cache_dir
+from .files import atomic_write_text, default_cache_dir
 from .run_config import resolve_run
 from .search_space import ParamSpec, SearchSpace, load_space, method_space
 
@@ -58,6 +61,13 @@ class Plan:
     gpus_per_trial: float | None  # None: decided once Ray knows whether there are GPUs
     run_dir: Path
     leakage: bool = False  # the Piggyback relearning attack in every report (on when weights.leak > 0)
+    sampler: str = "tpe"  # the Optuna sampler (SAMPLERS)
+    mlflow: str | None = None  # MLflow tracking URI (--mlflow), None: no MLflow
+
+    @property
+    def study_name(self) -> str:
+        """The Optuna study's name in optuna.db: the run's name."""
+        return self.run_dir.name
 
     @property
     def method(self) -> str:
@@ -79,6 +89,7 @@ class Plan:
             "scheduler": self.scheduler, "multi_objective": self.multi_objective,
             "objectives": dict(zip(*self.objectives())), "cache_dir": self.cache_dir, "original": self.original,
             "cpus_per_trial": self.cpus_per_trial, "gpus_per_trial": self.gpus_per_trial, "leakage": self.leakage,
+            "sampler": self.sampler, "study_name": self.study_name, "mlflow": self.mlflow,
         }
 
     @classmethod
@@ -90,11 +101,12 @@ class Plan:
         exp = from_mapping(Experiment, saved["experiment_config"], f"{run_dir / SEARCH_FILE}: experiment_config")
         return cls(space, exp, weights, saved["num_samples"], saved["seed"], saved["scheduler"],
                    saved["multi_objective"], saved["cache_dir"], saved["original"], saved["cpus_per_trial"],
-                   saved["gpus_per_trial"], run_dir, saved.get("leakage", False))
+                   saved["gpus_per_trial"], run_dir, saved.get("leakage", False), saved.get("sampler", "tpe"),
+                   saved.get("mlflow"))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tune_unlearn.search", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog=prog("search"), description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--space", help="search space: a name in search_spaces/ or a YAML path "
                                    "(default: 'default', or the --method's own space)")
@@ -108,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fifo runs every trial to the end; asha stops weak trials early over evaluated epochs")
     p.add_argument("--multi-objective", action="store_true",
                    help="Optuna optimises the objective's components (a Pareto front) instead of their weighted sum")
+    p.add_argument("--sampler", choices=SAMPLERS,
+                   help="Optuna sampler: tpe (default), nsga2 or nsga3 (genetic, --multi-objective only), gp (Gaussian "
+                        "process) or random")
     p.add_argument("--seed", type=int, default=0, help="seed of the Optuna sampler (default: 0)")
     p.add_argument("--weight", action="append", default=[], metavar="NAME=VALUE", help="override an objective weight")
     p.add_argument("--leakage", action="store_true",
@@ -117,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the interrupted search --name (default: the latest)")
     p.add_argument("--address", help="join a running Ray cluster ('auto', or the head's host:port)")
     p.add_argument("--dashboard", action="store_true", help="start the Ray dashboard (needs the 'dashboard' extra)")
+    p.add_argument("--mlflow", nargs="?", const="", metavar="TRACKING_URI",
+                   help="log every trial to MLflow (needs the 'mlflow' extra); without a URI, a store in the run "
+                        "directory (sqlite:///<run_dir>/mlflow.db)")
     p.add_argument("--top", type=int, default=5, help="rows of the final table (default: 5)")
     add_experiment_args(p, default_experiment=None)
     return p
@@ -134,6 +152,32 @@ def choose_space(args: argparse.Namespace) -> SearchSpace:
     return method_space(args.method) if args.method else load_space("default")
 
 
+# Optuna's samplers a search may use (study.make_sampler builds them).
+SAMPLERS = ("tpe", "nsga2", "nsga3", "gp", "random")
+
+
+def choose_sampler(name: str | None, multi_objective: bool) -> str:
+    """The sampler to use, or a UserError where it cannot do what is asked.
+
+    Default: TPE for one objective and for several. Optuna's documentation recommends Bayesian
+    optimisation (TPESampler or GPSampler) over the genetic NSGA samplers below ~1000 trials
+    (NSGAIIISampler's notes), and TPESampler (much faster since Optuna 4.0) also handles the
+    categorical parameters of these spaces by their own distance, which NSGA-II does not
+    (NSGAIISampler's notes); a search here runs tens of trials, fewer than NSGA-II's default
+    population of 50, so NSGA-II would sample at random throughout.
+
+    NSGA-II/III are refused for one objective: Optuna allows them, but with one objective a
+    genetic algorithm whose first generation (50 trials) is random sampling is at best random
+    search for these budgets; `--sampler random` says so honestly. GPSampler in Optuna 5
+    handles several objectives and categorical parameters, so nothing is refused for it.
+    """
+    name = name or "tpe"
+    if name in ("nsga2", "nsga3") and not multi_objective:
+        raise UserError(f"--sampler {name} is a multi-objective genetic algorithm (its first 50 trials are random); "
+                        "add --multi-objective, or use --sampler tpe, gp or random for one objective")
+    return name
+
+
 def check_resources(args: argparse.Namespace) -> None:
     if args.num_samples is not None and args.num_samples < 1:
         raise UserError(f"--num-samples must be >= 1, got {args.num_samples}")
@@ -147,6 +191,11 @@ def check_resources(args: argparse.Namespace) -> None:
         raise UserError(f"--max-concurrent must be >= 1, got {args.max_concurrent}")
     if args.top < 1:
         raise UserError(f"--top must be >= 1, got {args.top}")
+    if args.mlflow is not None:
+        import importlib.util
+
+        if importlib.util.find_spec("mlflow") is None:
+            raise UserError("--mlflow needs the mlflow extra: pip install -e '.[mlflow]'")
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
@@ -168,7 +217,9 @@ def make_plan(args: argparse.Namespace) -> Plan:
                 args.seed, args.scheduler, args.multi_objective,
                 str(Path(args.cache_dir).expanduser().resolve()) if args.cache_dir else str(default_cache_dir()),
                 str(Path(args.original).resolve()) if args.original else None,
-                args.cpus_per_trial, args.gpus_per_trial, run_dir, args.leakage or weights.leak > 0)
+                args.cpus_per_trial, args.gpus_per_trial, run_dir, args.leakage or weights.leak > 0,
+                choose_sampler(args.sampler, args.multi_objective),
+                None if args.mlflow is None else args.mlflow or f"sqlite:///{run_dir / MLFLOW_FILE}")
 
 
 def existing_run(args: argparse.Namespace) -> Path | None:
@@ -278,9 +329,9 @@ def make_trainable(plan: Plan, gpus: float):
 def make_tuner(plan: Plan, trainable, max_concurrent: int):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
     from .progress import TrialLines, trial_dirname
+    from .study import StudySearch, make_sampler, open_storage
 
     metrics, modes = plan.objectives()
     single = not plan.multi_objective
@@ -288,8 +339,11 @@ def make_tuner(plan: Plan, trainable, max_concurrent: int):
     # never ends below the defaults on the validation split for want of trying them.
     method = get_method(plan.method)
     start = plan.space.start_point(method.resolve(plan.experiment.method_defaults.get(plan.method, {}), plan.space.fixed))
-    searcher = OptunaSearch(metric=metrics[0] if single else metrics, mode=modes[0] if single else modes, seed=plan.seed,
-                            points_to_evaluate=[start] if start else None)
+    # The study lives in optuna.db in the run directory (optuna-dashboard reads it; a resume
+    # continues it: see StudySearch). The sampler carries the seed.
+    searcher = StudySearch(metric=metrics[0] if single else metrics, mode=modes[0] if single else modes,
+                           points_to_evaluate=[start] if start else None, sampler=make_sampler(plan.sampler, plan.seed),
+                           storage=open_storage(plan.run_dir), study_name=plan.study_name)
     if plan.scheduler == "asha":
         epochs = plan.space.max_value(method.epochs_hparam, method)
         # Rungs count evaluated epochs (`epoch` in every report; a trial's final report carries the
@@ -316,9 +370,18 @@ def make_tuner(plan: Plan, trainable, max_concurrent: int):
         name=plan.run_dir.name, storage_path=str(plan.run_dir.parent),
         # A failed trial (diverged, out of memory) is not retried: it would fail the same way.
         failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
-        callbacks=[TrialLines(plan.num_samples)], progress_reporter=reporter, verbose=1,
+        callbacks=[TrialLines(plan.num_samples), *mlflow_callbacks(plan)], progress_reporter=reporter, verbose=1,
     )
     return tune.Tuner(trainable, param_space=plan.space.tune_space(), tune_config=tune_config, run_config=run_config)
+
+
+def mlflow_callbacks(plan: Plan) -> list:
+    if not plan.mlflow:
+        return []
+    from .tracking import ensure_experiment, make_callback
+
+    ensure_experiment(plan.mlflow, plan.study_name, plan.run_dir)
+    return [make_callback(plan.mlflow, plan.study_name)]
 
 
 def concurrency(resources: dict, cpus: float, gpus: float, requested: int | None) -> int:
@@ -339,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     resuming = run_dir is not None
     if resuming:
         plan = Plan.from_json(json.loads((run_dir / SEARCH_FILE).read_text()), run_dir)
+        if args.sampler and args.sampler != plan.sampler:
+            raise UserError(f"{run_dir} was searched with --sampler {plan.sampler}; a resume continues that study "
+                            "(drop --sampler, or start a new search)")
         print(f"resuming {run_dir}", flush=True)
     else:
         plan = make_plan(args)
@@ -381,8 +447,18 @@ def main(argv: list[str] | None = None) -> int:
         tuner = make_tuner(plan, trainable, max_concurrent)
     started = time.time()
     tuner.fit()
+    from .export import export_run, summary
+
     record = export_run(plan.run_dir, top=args.top)
     print(summary(record, plan.run_dir, top=args.top, started=started), flush=True)
+    if plan.mlflow:
+        from .tracking import log_best_config
+
+        ranked = record.ranked()
+        if ranked and log_best_config(plan.mlflow, plan.study_name, ranked[0].trial_id,
+                                      plan.run_dir / "best_config.yaml"):
+            print(f"mlflow: best_config.yaml attached to trial {ranked[0].trial_id}'s run; "
+                  f"mlflow ui --backend-store-uri {plan.mlflow}", flush=True)
     return 0
 
 

@@ -16,8 +16,7 @@ from .runtime import Runtime
 EpochCallback = Callable[[int, dict], None]  # (epoch index from 0, {"loss": ...})
 
 
-class Diverged(RuntimeError):
-    """The loss became NaN or infinite: the run cannot produce meaningful metrics."""
+from .errors import Diverged  # noqa: E402,F401  (defined without torch: the command line catches it)
 
 
 def check_finite(value: float, what: str) -> float:

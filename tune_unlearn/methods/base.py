@@ -4,20 +4,26 @@ range side by side) and one `unlearn` call. The runner owns timing, evaluation a
 A method never imports Ray, Optuna or argparse and never touches files: it gets a model (the
 original's weights, on the device), the retain and forget parts, resolved hyperparameters and
 a context, and changes the model in place.
+
+A method's declaration (name, hparams, ordered, epochs_hparam, uses_forget, check) imports
+without torch, so that the command line refuses a bad method or value before torch loads: method
+modules import torch and the training helpers inside `unlearn` and the functions it calls.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
-
-from torch import nn
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from ..config import parse_scalar
-from ..data import Part
 from ..errors import UserError, one_of
 from ..experiment import TrainSpec
-from ..runtime import Runtime
+
+if TYPE_CHECKING:  # annotations only: see above
+    from torch import nn
+
+    from ..data import Part
+    from ..runtime import Runtime
 
 
 @dataclass(frozen=True)

@@ -18,17 +18,19 @@ augmentation, as every fine-tuning step in this project does.
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
-from ..data import batch_count
-from ..training import check_finite, endless, run_epochs, sgd
 from . import register
 from .base import Context, Float, Int, Method, UnlearnData
+
+if TYPE_CHECKING:  # annotations only; torch is imported where it is used
+    import torch
 
 
 def logit_similarity(forget_logits: torch.Tensor, retain_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """f(x_f) f(x_r)^T / T in fp32 whatever autocast is active, the retain side detached."""
+    import torch
+
     with torch.autocast(device_type=forget_logits.device.type, enabled=False):
         return forget_logits.float() @ retain_logits.detach().float().T / temperature
 
@@ -47,6 +49,11 @@ class Fanchuan(Method):
     )
 
     def unlearn(self, model, data: UnlearnData, hp: dict, ctx: Context) -> dict:
+        import torch
+        import torch.nn.functional as F
+        from ..data import batch_count
+        from ..training import check_finite, endless, run_epochs, sgd
+
         bs, runtime = hp["batch_size"], ctx.runtime
         # 1. one pass over the forget set towards uniform predictions
         model.train()

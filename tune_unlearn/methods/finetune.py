@@ -8,7 +8,6 @@ size and augmentation.
 
 from __future__ import annotations
 
-from ..training import finetune
 from . import register
 from .base import Context, Float, Int, Method, UnlearnData
 
@@ -24,6 +23,8 @@ class Finetune(Method):
     )
 
     def unlearn(self, model, data: UnlearnData, hp: dict, ctx: Context) -> dict:
+        from ..training import finetune
+
         finetune(model, data.retain, ctx.runtime, epochs=hp["epochs"], lr=hp["lr"], batch_size=ctx.batch_size,
                  on_epoch=lambda epoch, logs: ctx.epoch_end("finetune", epoch, logs, True))
         return {}

@@ -29,20 +29,22 @@ step's gradient norm is clipped at `max_grad_norm`.
 from __future__ import annotations
 
 import itertools
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
-
-from ..data import batch_count
-from ..masking import SCOPES, maskable_names, scope_names
-from ..training import cosine_schedule, endless, run_epochs, sgd
+from ..scopes import SCOPES
 from . import register
 from .base import Choice, Context, Float, Int, Method, UnlearnData
+
+if TYPE_CHECKING:  # annotations only; torch is imported where it is used
+    import torch
 
 
 def gradient_collision(model, batches: list[tuple[torch.Tensor, torch.Tensor]], params: list[torch.Tensor],
                        similarity: str = "cosine") -> torch.Tensor:
     """Mean pairwise similarity of the source-loss gradients of `batches` (differentiable)."""
+    import torch
+    import torch.nn.functional as F
+
     grads = []
     for x, y in batches:
         g = torch.autograd.grad(F.cross_entropy(model(x), y), params, create_graph=True)
@@ -72,6 +74,12 @@ class GradientCollision(Method):
     )
 
     def unlearn(self, model, data: UnlearnData, hp: dict, ctx: Context) -> dict:
+        import torch
+        import torch.nn.functional as F
+        from ..data import batch_count
+        from ..masking import maskable_names, scope_names
+        from ..training import cosine_schedule, endless, run_epochs, sgd
+
         params = dict(model.named_parameters())
         scoped = [params[n] for n in scope_names(maskable_names(model), hp["scope"])]  # conv and linear weights
         source = endless(data.forget, hp["source_batch_size"])

@@ -16,10 +16,6 @@ fine-tuning uses the experiment's augmentation.
 
 from __future__ import annotations
 
-import torch
-from torch import nn
-
-from ..training import accumulate_gradients, train_epochs
 from . import register
 from .base import Context, Float, Int, Method, UnlearnData
 
@@ -49,6 +45,10 @@ class Kookmin(Method):
     )
 
     def unlearn(self, model, data: UnlearnData, hp: dict, ctx: Context) -> dict:
+        import torch
+        from torch import nn
+        from ..training import accumulate_gradients, train_epochs
+
         bs, runtime = hp["batch_size"], ctx.runtime
         # 1. gradients: +CE on a retain subset of |D_f| samples, -CE on D_f
         subset = data.retain.subset(torch.randperm(len(data.retain))[: len(data.forget)])

@@ -15,9 +15,6 @@ an `lr` diverges, and the trial then fails as diverged.
 
 from __future__ import annotations
 
-import torch.nn.functional as F
-
-from ..training import endless, run_epochs, sgd
 from . import register
 from .base import Context, Float, Int, Method, UnlearnData
 
@@ -34,6 +31,9 @@ class NegGradPlus(Method):
     )
 
     def unlearn(self, model, data: UnlearnData, hp: dict, ctx: Context) -> dict:
+        import torch.nn.functional as F
+        from ..training import endless, run_epochs, sgd
+
         a, bs = hp["alpha"], hp["batch_size"]
         forget = endless(data.forget, bs)
         optimizer = sgd(model.parameters(), hp["lr"], weight_decay=0.0)

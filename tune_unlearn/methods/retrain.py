@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..training import train_recipe
 from . import register
 from .base import Context, Float, Method, UnlearnData
 
@@ -25,6 +24,8 @@ class Retrain(Method):
     )
 
     def unlearn(self, model, data: UnlearnData, hp: dict, ctx: Context) -> dict:
+        from ..training import train_recipe
+
         epochs = max(1, round(ctx.recipe.epochs * hp["epoch_fraction"]))
         fresh = ctx.new_model()  # the runner has seeded the RNG: same initialisation as the reference
         train_recipe(fresh, data.retain, replace(ctx.recipe, epochs=epochs), ctx.runtime,

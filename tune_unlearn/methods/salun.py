@@ -17,9 +17,6 @@ recipes; the search range reaches 10); the training uses the experiment's augmen
 
 from __future__ import annotations
 
-import torch
-
-from ..training import accumulate_gradients, sgd, train_epochs
 from . import register
 from .base import Context, Float, Int, Method, UnlearnData
 
@@ -35,6 +32,9 @@ class SalUn(Method):
     )
 
     def unlearn(self, model, data: UnlearnData, hp: dict, ctx: Context) -> dict:
+        import torch
+        from ..training import accumulate_gradients, sgd, train_epochs
+
         runtime, bs = ctx.runtime, ctx.batch_size
         # 1. saliency of every parameter for the forgetting loss
         accumulate_gradients(model, ((data.forget, -1.0),), runtime, bs)

@@ -17,18 +17,21 @@ weight-averaging smoothing term (dropped from the original repository) is left o
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import copy
 
-import torch
-import torch.nn.functional as F
-
-from ..training import run_epochs
 from . import register
 from .base import Context, Float, Int, Method, UnlearnData
+
+if TYPE_CHECKING:  # annotations only; torch is imported where it is used
+    import torch
 
 
 def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float) -> torch.Tensor:
     """KL(teacher || student) on temperature-softened outputs, times t^2 (Hinton et al.)."""
+    import torch.nn.functional as F
+
     return F.kl_div(F.log_softmax(student_logits.float() / t, dim=1), F.softmax(teacher_logits.float() / t, dim=1),
                     reduction="batchmean") * t * t
 
@@ -49,6 +52,10 @@ class SCRUB(Method):
     )
 
     def unlearn(self, model, data: UnlearnData, hp: dict, ctx: Context) -> dict:
+        import torch
+        import torch.nn.functional as F
+        from ..training import run_epochs
+
         teacher = copy.deepcopy(model).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)

@@ -45,12 +45,8 @@ data augmentation, so the mask selects what the forget samples themselves rely o
 
 from __future__ import annotations
 
-import torch
-
 from ..errors import UserError
-from ..masking import SCOPES, CachedInputs, learn_mask, maskable_names, scope_names
-from ..models import first_stage, prefix_modules
-from ..training import finetune, recalibrate_batchnorm
+from ..scopes import SCOPES
 from . import register
 from .base import Choice, Context, Float, Int, Method, UnlearnData
 
@@ -89,6 +85,11 @@ class SelectiveForgetting(Method):
         super().check(hp)
 
     def unlearn(self, model, data: UnlearnData, hp: dict, ctx: Context) -> dict:
+        import torch
+        from ..masking import CachedInputs, learn_mask, maskable_names, scope_names
+        from ..models import first_stage, prefix_modules
+        from ..training import finetune, recalibrate_batchnorm
+
         scope = scope_names(maskable_names(model), hp["layer_scope"])
         start = first_stage(scope)
         if hp["mask_scope"] == "scope" and start != "stem":  # the prefix is frozen: learn from its output

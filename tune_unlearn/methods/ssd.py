@@ -14,17 +14,23 @@ alpha (selection weighting) is 10 and beta (dampening constant) 1. No known depa
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
-from ..data import Part
-from ..runtime import Runtime
 from . import register
 from .base import Context, Float, Int, Method, UnlearnData
+
+if TYPE_CHECKING:  # annotations only; torch is imported where it is used
+    import torch
+
+    from ..data import Part
+    from ..runtime import Runtime
 
 
 def fisher_diagonal(model, part: Part, runtime: Runtime, batch_size: int) -> dict[str, torch.Tensor]:
     """Mean over batches of the squared gradient of the batch cross-entropy, per parameter."""
+    import torch
+    import torch.nn.functional as F
+
     model.eval()
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     importance = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
@@ -52,6 +58,8 @@ class SSD(Method):
     )
 
     def unlearn(self, model, data: UnlearnData, hp: dict, ctx: Context) -> dict:
+        import torch
+
         whole = fisher_diagonal(model, data.train, ctx.runtime, hp["batch_size"])
         forget = fisher_diagonal(model, data.forget, ctx.runtime, hp["batch_size"])
         dampened = total = 0

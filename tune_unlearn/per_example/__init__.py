@@ -15,6 +15,16 @@ the references' own) once, and runs every method N times; all of it is cached, s
 or a larger N only adds what is missing.
 """
 
-from .rows import COLUMNS, MIN_MODELS, evaluate, run
+from .limits import MIN_MODELS
 
 __all__ = ["COLUMNS", "MIN_MODELS", "evaluate", "run"]
+
+
+def __getattr__(name: str):
+    """The evaluation itself loads torch: imported on first use, so that the command line can
+    check --per-example (limits.py) before anything heavy loads."""
+    if name in ("COLUMNS", "evaluate", "run"):
+        from . import rows
+
+        return getattr(rows, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

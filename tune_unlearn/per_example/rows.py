@@ -29,13 +29,13 @@ from ..pipeline import prepare
 from ..references import atomic_write, atomic_write_text, log_stderr
 from ..runtime import Runtime
 from .ensembles import Ensemble, reference_ensemble, unlearned_ensemble
+from .limits import MIN_MODELS
 from .lira import Attack, LiRA
 from .quality import bin_count, competition_score, forget_quality
 
 COLUMNS = ["method", "config", "forget_quality", "competition_score", "lira_auc", "lira_tpr_at_1fpr",
            "lira_tpr_at_01fpr", "n_models", "seconds"]
 ORIGINAL, RETRAIN = "original", "retrain"
-MIN_MODELS = 3
 
 
 class Scorer:

@@ -1,0 +1,39 @@
+"""Small file helpers shared by the command line and the cache, free of torch: the cache
+directory, atomic writes, progress lines on stderr."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("TUNE_UNLEARN_CACHE", Path.home() / ".cache" / "tune_unlearn")).expanduser().resolve()
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary file in the same directory, then rename over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def log_stderr(message: str) -> None:
+    from .progress_bar import say  # above any progress bar on a terminal
+
+    say(message)

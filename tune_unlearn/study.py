@@ -1,0 +1,90 @@
+"""The search's Optuna study: kept in `optuna.db` (SQLite) in the run directory, so that
+optuna-dashboard, `optuna.load_study` and a resumed search all see the same study.
+
+Only the driver writes it (Ray's OptunaSearch asks and tells there; trials never touch it).
+
+Kept out of search.py: Tune pickles the searcher into its experiment state, and classes defined
+in a `python -m` entry module would not unpickle on resume.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
+
+from .export import STUDY_FILE
+
+
+def storage_url(run_dir: str | Path) -> str:
+    """sqlite:////abs/path/optuna.db (SQLAlchemy's form of an absolute path)."""
+    return f"sqlite:///{Path(run_dir).resolve() / STUDY_FILE}"
+
+
+def open_storage(run_dir: str | Path) -> optuna.storages.RDBStorage:
+    # A generous lock timeout: a dashboard reading the file may hold it for a moment.
+    return optuna.storages.RDBStorage(storage_url(run_dir), engine_kwargs={"connect_args": {"timeout": 30}})
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    """Optuna's own sampler classes, seeded. Which ones a search may use is checked beforehand
+    (search.check_sampler); the default TPE is what Ray's OptunaSearch builds by itself."""
+    samplers = {
+        "tpe": optuna.samplers.TPESampler,
+        "nsga2": optuna.samplers.NSGAIISampler,
+        "nsga3": optuna.samplers.NSGAIIISampler,
+        "gp": optuna.samplers.GPSampler,
+        "random": optuna.samplers.RandomSampler,
+    }
+    with warnings.catch_warnings():  # NSGAIIISampler is "experimental" (since Optuna 3.2)
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return samplers[name](seed=seed)
+
+
+class StudySearch(OptunaSearch):
+    """Ray's OptunaSearch on a persistent (RDB) study, made right for resume.
+
+    On Tuner.restore, Tune builds the searcher afresh from tuner.pkl and sets its search space
+    (which opens the existing study, `load_if_exists`, and enqueues `points_to_evaluate` once
+    more) before restoring its saved state. With an in-memory study that enqueued point vanished
+    with the fresh study; in a database it stays, and the next trial would run the start point a
+    second time. So the points are enqueued only into a study without trials. After restoring,
+    trials the database holds as RUNNING but the restored searcher does not know (asked after the
+    last saved state, before a hard kill) are marked FAIL: Tune will never report them.
+    """
+
+    def _setup_study(self, mode):
+        if self._points_to_evaluate and self._storage is not None and self._study_has_trials():
+            points, self._points_to_evaluate = self._points_to_evaluate, []
+            try:
+                super()._setup_study(mode)
+            finally:
+                self._points_to_evaluate = points
+        else:
+            super()._setup_study(mode)
+        # Name the values (optuna-dashboard and load_study show "objective", "retain_gap", ...)
+        metrics = self._metric if isinstance(self._metric, list) else [self._metric]
+        if all(metrics) and self._ot_study.metric_names != metrics:
+            with warnings.catch_warnings():  # "experimental" since Optuna 3.2
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self._ot_study.set_metric_names(metrics)
+
+    def _study_has_trials(self) -> bool:
+        try:
+            study_id = self._storage.get_study_id_from_name(self._study_name)
+        except KeyError:
+            return False
+        return len(self._storage.get_all_trials(study_id, deepcopy=False)) > 0
+
+    def restore(self, checkpoint_path: str):
+        super().restore(checkpoint_path)
+        if self._storage is None or self._ot_study is None:
+            return
+        known = {t._trial_id for tid, t in self._ot_trials.items() if tid not in self._completed_trials}
+        storage = self._ot_study._storage
+        for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t._trial_id not in known:
+                storage.set_trial_state_values(t._trial_id, TrialState.FAIL)

@@ -1,0 +1,72 @@
+"""MLflow tracking of a search (`--mlflow [TRACKING_URI]`, the `mlflow` extra): one MLflow run
+per trial through Ray Tune's MLflowLoggerCallback (parameters, every report's metrics, the final
+result), in an MLflow experiment named after the search; after the export, best_config.yaml as
+an artifact of the best trial's run.
+
+Without a URI the store is local to the search: `sqlite:///<run_dir>/mlflow.db` (MLflow's own
+default backend is SQLite since the file store was deprecated), artifacts in
+<run_dir>/mlartifacts. Only the driver writes it.
+
+Kept out of search.py: Tune pickles callbacks into its experiment state, and classes defined in
+a `python -m` entry module would not unpickle on resume.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+from .export import MLFLOW_FILE
+
+ARTIFACTS = "mlartifacts"
+
+
+def local_uri(run_dir: str | Path) -> str:
+    """The search's own MLflow store (the default of --mlflow without a URI)."""
+    return f"sqlite:///{Path(run_dir).resolve() / MLFLOW_FILE}"
+
+
+def ensure_experiment(uri: str, name: str, run_dir: Path) -> str:
+    """The MLflow experiment `name`, created when missing (with its artifacts in the run
+    directory when the store is the search's own: a client-side SQLite store would otherwise put
+    them in ./mlruns of the working directory); its id."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = (run_dir / ARTIFACTS).resolve().as_uri() if uri == local_uri(run_dir) else None
+    return client.create_experiment(name, artifact_location=location)
+
+
+class TrialRuns(MLflowLoggerCallback):
+    """MLflowLoggerCallback that also tags each trial's run with its Tune trial id (`trial_id`),
+    so that the export can find the best trial's run."""
+
+    def log_trial_start(self, trial):
+        if trial not in self._trial_runs:
+            self.tags = {**self.tags, "trial_id": trial.trial_id}  # copied into the run's tags by the parent
+        super().log_trial_start(trial)
+
+
+def make_callback(uri: str, experiment: str) -> TrialRuns:
+    return TrialRuns(tracking_uri=uri, experiment_name=experiment, tags={"search": experiment})
+
+
+def log_best_config(uri: str, experiment: str, trial_id: str, path: Path) -> str | None:
+    """Attach `path` (best_config.yaml) to the MLflow run of trial `trial_id`; its run id, or
+    None when the store has no run for it."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    runs = client.search_runs([found.experiment_id], filter_string=f"tags.trial_id = '{trial_id}'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs:
+        return None
+    client.log_artifact(runs[0].info.run_id, str(path))
+    return runs[0].info.run_id
