@@ -22,7 +22,7 @@ from tune_unlearn.experiment import load_experiment  # noqa: E402
 from tune_unlearn.leakage import relearn_accuracy  # noqa: E402
 from tune_unlearn.models import build_model  # noqa: E402
 from tune_unlearn.pipeline import prepare  # noqa: E402
-from tune_unlearn.references import default_cache_dir  # noqa: E402
+from tune_unlearn.files import default_cache_dir  # noqa: E402
 from tune_unlearn.runtime import make_runtime, seed_everything  # noqa: E402
 
 

@@ -27,7 +27,7 @@ from tune_unlearn.cli import add_experiment_args, experiment_overrides  # noqa: 
 from tune_unlearn.experiment import load_experiment  # noqa: E402
 from tune_unlearn.masking import PiggybackMask, maskable_names, scope_names  # noqa: E402
 from tune_unlearn.pipeline import prepare  # noqa: E402
-from tune_unlearn.references import default_cache_dir  # noqa: E402
+from tune_unlearn.files import default_cache_dir  # noqa: E402
 from tune_unlearn.runtime import make_runtime  # noqa: E402
 
 

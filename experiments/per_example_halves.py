@@ -23,7 +23,7 @@ from tune_unlearn.per_example.ensembles import Ensemble, reference_ensemble  # n
 from tune_unlearn.per_example.quality import bin_count  # noqa: E402
 from tune_unlearn.per_example.rows import Scorer  # noqa: E402
 from tune_unlearn.pipeline import prepare  # noqa: E402
-from tune_unlearn.references import default_cache_dir  # noqa: E402
+from tune_unlearn.files import default_cache_dir  # noqa: E402
 from tune_unlearn.runtime import make_runtime  # noqa: E402
 
 

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tune_unlearn.cli import add_experiment_args, experiment_overrides  # noqa: E402
 from tune_unlearn.pipeline import prepare, run_method  # noqa: E402
-from tune_unlearn.references import default_cache_dir  # noqa: E402
+from tune_unlearn.files import default_cache_dir  # noqa: E402
 from tune_unlearn.run_config import resolve_run  # noqa: E402
 from tune_unlearn.runtime import make_runtime  # noqa: E402
 

@@ -3,7 +3,7 @@ import torch
 
 from tune_unlearn.errors import UserError
 from tune_unlearn.pipeline import prepare
-from tune_unlearn.references import atomic_write
+from tune_unlearn.files import atomic_write
 
 
 def _count_training(monkeypatch):

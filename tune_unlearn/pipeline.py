@@ -23,7 +23,8 @@ from .metrics import SPLITS, evaluate
 from .models import build_model
 from .objective import Weights, score
 from .progress_bar import Progress
-from .references import References, log_stderr, prepare_references
+from .files import log_stderr
+from .references import References, prepare_references
 from .runtime import Runtime, Stopwatch, seed_everything
 
 

@@ -35,7 +35,7 @@ import torch
 
 from .data import ExperimentData
 from .progress_bar import Progress
-from .files import atomic_write, atomic_write_text, default_cache_dir, log_stderr  # noqa: F401  (re-exported)
+from .files import atomic_write, atomic_write_text, log_stderr
 from .experiment import Experiment, ForgetSpec
 from .metrics import SPLITS, evaluate
 from .objective import Weights, distances, ensemble, leave_one_out, score

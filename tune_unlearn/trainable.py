@@ -26,7 +26,7 @@ from .experiment import Experiment
 from .methods import get_method
 from .objective import Weights
 from .pipeline import EpochReport, Prepared, RunResult, prepare, run_method
-from .references import atomic_write_text
+from .files import atomic_write_text
 from .runtime import limit_threads, make_runtime
 from .training import Diverged
 

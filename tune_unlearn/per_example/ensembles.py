@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from ..pipeline import Prepared, run_method
-from ..references import ReferenceCache, atomic_write, digest, forget_key
+from ..files import atomic_write
+from ..references import ReferenceCache, digest, forget_key
 from ..run_config import ResolvedRun
 from ..training import Diverged, predict
 from .quality import logit_confidence

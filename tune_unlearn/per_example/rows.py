@@ -26,7 +26,7 @@ import numpy as np
 
 from ..experiment import Experiment
 from ..pipeline import prepare
-from ..references import atomic_write, atomic_write_text, log_stderr
+from ..files import atomic_write, atomic_write_text, log_stderr
 from ..runtime import Runtime
 from .ensembles import Ensemble, reference_ensemble, unlearned_ensemble
 from .limits import MIN_MODELS
