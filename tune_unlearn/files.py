@@ -37,3 +37,9 @@ def log_stderr(message: str) -> None:
     from .progress_bar import say  # above any progress bar on a terminal
 
     say(message)
+
+
+def sqlite_url(path: str | Path) -> str:
+    """sqlite:////abs/path (SQLAlchemy's form of an absolute path), for the stores a search keeps
+    in its run directory (the Optuna study, the MLflow runs)."""
+    return f"sqlite:///{Path(path).resolve()}"

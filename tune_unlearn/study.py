@@ -17,11 +17,12 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from .export import STUDY_FILE
+from .files import sqlite_url
 
 
 def storage_url(run_dir: str | Path) -> str:
     """sqlite:////abs/path/optuna.db (SQLAlchemy's form of an absolute path)."""
-    return f"sqlite:///{Path(run_dir).resolve() / STUDY_FILE}"
+    return sqlite_url(Path(run_dir) / STUDY_FILE)
 
 
 def open_storage(run_dir: str | Path) -> optuna.storages.RDBStorage:

@@ -18,13 +18,14 @@ from pathlib import Path
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 
 from .export import MLFLOW_FILE
+from .files import sqlite_url
 
 ARTIFACTS = "mlartifacts"
 
 
 def local_uri(run_dir: str | Path) -> str:
     """The search's own MLflow store (the default of --mlflow without a URI)."""
-    return f"sqlite:///{Path(run_dir).resolve() / MLFLOW_FILE}"
+    return sqlite_url(Path(run_dir) / MLFLOW_FILE)
 
 
 def ensure_experiment(uri: str, name: str, run_dir: Path) -> str:

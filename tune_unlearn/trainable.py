@@ -111,11 +111,12 @@ def unlearning_trial(config: dict, job: TrialJob) -> None:
     prepared = _prepared(job)
     method = get_method(job.method)
     hparams = method.resolve(job.experiment.method_defaults.get(job.method, {}), job.fixed, config)
-    epochs = []
+    reported = 0  # evaluated epochs so far: the rung clock ASHA compares trials on
 
     def report(r: EpochReport) -> None:
-        epochs.append(r.epoch)
-        tune.report(epoch_report(r, len(epochs)))
+        nonlocal reported
+        reported += 1
+        tune.report(epoch_report(r, reported))
 
     try:
         result = run_method(prepared, method, hparams, job.weights, job.seed, on_report=report, leakage=job.leakage)
@@ -125,7 +126,7 @@ def unlearning_trial(config: dict, job: TrialJob) -> None:
         _PREPARED.clear()
         torch.cuda.empty_cache()
         raise TrialFailed(f"out of GPU memory: {str(exc).splitlines()[0]}") from None
-    final = final_report(result, len(epochs))
+    final = final_report(result, reported)
     final["trial_time_s"] = time.perf_counter() - started  # the whole trial: data, unlearning, evaluation
     atomic_write_text(trial_dir / HISTORY, json.dumps(result.history))
     atomic_write_text(done, json.dumps(final))
