@@ -196,15 +196,18 @@ def mask_section(record: RunRecord, out: Path) -> Section | None:
 def curves_section(record: RunRecord, out: Path) -> Section:
     s = Section("Each trial's curves")
     reference = record.search.get("reference") or {}
-    keys = {"val_acc": "val", "forget_acc": "forget", "retain_acc": "retain"}  # per-epoch reports: validation
+    # per-epoch reports: validation; the corrective rules' measures where the experiment has them
+    keys = {"val_acc": "val", "forget_acc": "forget", "forget_true_acc": "forget true", "asr": "ASR",
+            "retain_acc": "retain"}
     shown = 0
     for t in sorted(record.trials, key=lambda t: -(t.result.get("objective") or -1e9)):
         epochs = [r for r in t.history if r.get("final") == 0]
         if not epochs:
             continue
-        series = {label: [r[k] for r in epochs] for k, label in keys.items()}
+        shown_keys = {k: label for k, label in keys.items() if k in epochs[0]}
+        series = {label: [r[k] for r in epochs] for k, label in shown_keys.items()}
         path = plots.training_curves([r["epoch"] for r in epochs], series,
-                                     {label: reference[k] for k, label in keys.items() if k in reference},
+                                     {label: reference[k] for k, label in shown_keys.items() if k in reference},
                                      f"{t.trial_id} ({t.status.lower()}), objective {fmt(t.result.get('objective'), 4)}",
                                      out / "curves" / f"{t.trial_id}.png")
         s.image(path, out, f"Trial {t.trial_id}: validation-split accuracies after each evaluated epoch (dashed: mean of the retrained models).")

@@ -15,6 +15,12 @@ TINY = {"model.width": 4, "train.epochs": 2, "eval.batch_size": 512}
 # The random-forget digits experiment (the default one forgets a single class, which the
 # leakage probe cannot attack), tiny.
 TINY_ARGS = ["--experiment", "digits", *(arg for key, value in TINY.items() for arg in ("--exp-set", f"{key}={value}"))]
+
+
+def tiny_args(experiment: str) -> list[str]:
+    """TINY_ARGS for another experiment (the corrective ones: digits_mislabeled, digits_backdoor)."""
+    return ["--experiment", experiment, *TINY_ARGS[2:]]
+
 # Small budgets for every method's own epochs, used as --set values in end-to-end runs.
 TINY_SELECTIVE = {"mask_epochs": 2, "ft_epochs": 1}
 
@@ -54,7 +60,7 @@ def ray_address():
 
 def space_file(tmp_path, name="tiny", **extra):
     data = {
-        "method": "selective", "experiment": "digits", "num_samples": 3,
+        "method": "selective", "experiment": "digits_mislabeled", "num_samples": 3,
         "params": {"lam": {"type": "loguniform", "low": 1e-8, "high": 1e-4},
                    "decay": {"type": "uniform", "low": 0.0, "high": 0.9},
                    "ft_epochs": {"type": "int", "low": 1, "high": 2}},
@@ -66,27 +72,31 @@ def space_file(tmp_path, name="tiny", **extra):
     return str(path)
 
 
-def search_args(tmp_path, cache, name, *more):
-    return ["--storage-path", str(tmp_path / "runs"), "--name", name, "--cache-dir", str(cache), *TINY_ARGS, *more]
+def search_args(tmp_path, cache, name, *more, experiment="digits"):
+    return ["--storage-path", str(tmp_path / "runs"), "--name", name, "--cache-dir", str(cache),
+            *tiny_args(experiment), *more]
 
 
 @pytest.fixture(scope="session")
 def finished_search(ray_address, tmp_path_factory, session_cache):
-    """A finished three-trial search of the selective method on the tiny experiment."""
+    """A finished three-trial search of the selective method on the tiny default experiment
+    (10% of the labels wrong)."""
     from tune_unlearn import search
 
     tmp = tmp_path_factory.mktemp("search")
-    assert search.main(["--space", space_file(tmp), *search_args(tmp, session_cache, "fifo")]) == 0
+    args = ["--space", space_file(tmp), *search_args(tmp, session_cache, "fifo", experiment="digits_mislabeled")]
+    assert search.main(args) == 0
     return tmp / "runs" / "fifo"
 
 
 @pytest.fixture(scope="session")
 def multi_objective_search(ray_address, tmp_path_factory, session_cache):
-    """A finished four-trial multi-objective search, leakage measured in every trial."""
+    """A finished four-trial multi-objective search on a backdoor (its forget set is one class,
+    the target), leakage measured in every trial."""
     from tune_unlearn import search
 
     tmp = tmp_path_factory.mktemp("mo")
     args = ["--space", space_file(tmp, num_samples=4), "--multi-objective", "--leakage",
-            *search_args(tmp, session_cache, "mo")]
+            *search_args(tmp, session_cache, "mo", experiment="digits_backdoor")]
     assert search.main(args) == 0
     return tmp / "runs" / "mo"

@@ -64,11 +64,21 @@ def test_the_attack_is_fixed_and_leaves_the_model_alone(prepared, runtime):
     assert len(learn) + len(held) == len(forget)
 
 
-def test_one_forgotten_class_cannot_be_probed(prepared, runtime):
+def test_one_forgotten_class_is_probed_beside_retain_samples(prepared, runtime):
+    """A one-class forget set (a forgotten class, a backdoor's target) cannot train a head alone:
+    the attacker learns it beside as many retain samples, and is still scored on the forget side."""
     part = prepared.data.forget
     one_class = part.subset(torch.nonzero(part.labels == part.labels[0]).squeeze(1))
     with pytest.raises(ValueError, match="at least two classes"):
         relearn_accuracy(prepared.model(), one_class, runtime, prepared.experiment.leakage, 512)
+    spec = prepared.experiment.leakage
+    learn, held = attack_split(one_class, spec, others=prepared.data.retain)
+    k = len(one_class) - len(held)
+    assert len(learn) == 2 * k and len(torch.unique(learn.labels)) > 1
+    assert set(learn.indices[k:].tolist()) <= set(prepared.data.retain.indices.tolist())
+    assert not set(held.indices.tolist()) - set(one_class.indices.tolist())
+    score = relearn_accuracy(prepared.model(), one_class, runtime, spec, 512, others=prepared.data.retain)
+    assert 0.0 <= score <= 100.0
 
 
 def test_run_with_leakage_reports_it_for_the_run_and_the_references(capsys, session_cache):

@@ -73,6 +73,28 @@ def test_a_tiny_run_gives_finite_metrics_and_repeats_exactly(prepared, name):
     assert all(torch.equal(a, b) for a, b in zip(first.model.state_dict().values(), again.model.state_dict().values()))
 
 
+@pytest.fixture(scope="module", params=["digits_mislabeled", "digits_backdoor"])
+def corrective(request, runtime, session_cache):
+    """The tiny corrective experiments' data and references."""
+    from tune_unlearn.experiment import load_experiment
+    from tune_unlearn.pipeline import prepare
+
+    from conftest import TINY
+
+    return prepare(load_experiment(request.param, TINY), runtime, session_cache, log=lambda message: None)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_every_method_runs_on_the_corrective_experiments(corrective, name):
+    method = get_method(name)
+    result = run_method(corrective, method, method.resolve(tiny(method)), seed=0)
+    measures = corrective.experiment.forget.measures()
+    for metrics in (result.metrics, result.test_metrics):
+        assert all(math.isfinite(metrics[k]) for k in measures)
+    assert {"forget_true_gap", *(["asr_gap"] if "asr" in measures else [])} <= set(result.components)
+    assert math.isfinite(result.objective) and math.isfinite(result.test_objective)
+
+
 class Untouchable:
     """Stands in for a part a method must not read."""
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_ARGS
+from conftest import TINY_ARGS, tiny_args
 from tune_unlearn.compare import main as compare_main
 from tune_unlearn.per_example import COLUMNS
 from tune_unlearn.per_example import ensembles as ens
@@ -195,6 +195,21 @@ def test_compare_per_example_end_to_end(tmp_path, session_cache, capsys):
     details = json.loads((out / "per_example.json").read_text())
     assert set(details["rows"]) == {"original", "retrain", "finetune"} and details["n_models"] == 3
     assert (out / "compare.csv").exists()  # the comparison itself is unchanged
+
+
+def test_compare_per_example_on_a_backdoor(tmp_path, session_cache, capsys):
+    """The corrective measures reach compare's table, and the per-example rows are made."""
+    out = tmp_path / "bd"
+    args = ["--methods", "finetune", "--seeds", "0", "--out", str(out), "--cache-dir", str(session_cache),
+            "--per-example", "3", *tiny_args("digits_backdoor"), "--exp-set", "method_defaults={finetune: {epochs: 1}}"]
+    assert compare_main(args) == 0
+    printed = capsys.readouterr().out
+    assert "poisoned with a 2x2 bottom-right trigger to class 0" in printed
+    assert "| forget true |" in printed and "| ASR |" in printed
+    with open(out / "per_example.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["method"] for r in rows] == ["original", "retrain", "finetune"]
+    assert all(0 <= float(r["lira_auc"]) <= 1 for r in rows)
 
 
 def test_too_few_models_are_refused_before_any_training(tmp_path, capsys):

@@ -67,6 +67,7 @@ def test_report_of_a_multi_objective_search(multi_objective_search):
     assert "pareto.png" in references(out / "index.html")
     md = (out / "report.md").read_text()
     assert "Pareto front" in md and "PL forget" in md  # leakage was measured in this search
+    assert "ASR" in md and "forget true" in md  # ... on a backdoor
 
 
 def test_a_bad_compare_file_is_refused(finished_search, capsys):

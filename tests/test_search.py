@@ -46,14 +46,16 @@ def test_search_runs_every_trial_reports_finite_objectives_and_exports(finished_
     assert len(rows) == 3 and {r["status"] for r in rows} == {"TERMINATED"}
     assert set(rows[0]) >= {"trial_id", "status", "lam", "decay", "ft_epochs", "retain_acc", "forget_acc",
                             "val_acc", "mia", "time_s", "cost", "objective", *COMPONENTS,
-                            "test_acc", "test_mia", "test_objective"}
+                            "test_acc", "test_mia", "test_objective",
+                            "forget_true_acc", "forget_true_gap"}  # the default experiment is corrective
+    assert "asr" not in rows[0] and "leak_gap" not in rows[0]  # only where measured
     for trial_dir in run_dir.glob("trial_*"):
         lines = reports(trial_dir)
         config = json.loads((trial_dir / "params.json").read_text())
         assert len(lines) == config["ft_epochs"] + 1  # one report per fine-tuning epoch, then the final one
         for r in lines:
             assert math.isfinite(r["objective"]) and all(math.isfinite(r[c]) for c in COMPONENTS)
-            assert "val_acc" in r
+            assert "val_acc" in r and math.isfinite(r["forget_true_gap"])
         assert all("test_acc" not in r for r in lines[:-1])  # per-epoch reports see the validation split only
         assert lines[-1]["final"] == 1 and "mask_zero_share" in lines[-1]
         assert list(trial_dir.glob("events.out.tfevents.*"))  # TensorBoard
@@ -64,6 +66,7 @@ def test_search_runs_every_trial_reports_finite_objectives_and_exports(finished_
     assert best["metrics"]["objective"] == pytest.approx(float(top["objective"])) and "val_acc" in best["metrics"]
     assert best["test_metrics"]["test_acc"] == pytest.approx(float(top["test_acc"]))
     assert best["test_metrics"]["mia"] == pytest.approx(float(top["test_mia"]))
+    assert best["test_metrics"]["forget_true_acc"] == pytest.approx(float(top["forget_true_acc"]))
     saved = json.loads((run_dir / "search.json").read_text())
     assert saved["num_samples"] == 3 and saved["reference"]["n_models"] == 3
     assert saved["reference"]["val_acc"] > 0 and "val_acc_sd" in saved["reference"] and "test_acc_sd" in saved["reference_test"]
@@ -137,9 +140,9 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_search_goes_on(ray_addr
 def test_multi_objective_exports_a_pareto_front(multi_objective_search):
     run_dir = multi_objective_search
     saved = json.loads((run_dir / "search.json").read_text())
-    assert saved["objectives"] == {c: "min" for c in ("retain_gap", "forget_gap", "heldout_gap", "mia_gap", "leak_gap",
-                                                      "cost_ratio")}
-    assert "pl_forget_acc" in saved["reference"]
+    assert saved["objectives"] == {c: "min" for c in ("retain_gap", "forget_gap", "heldout_gap", "mia_gap",
+                                                      "forget_true_gap", "asr_gap", "leak_gap", "cost_ratio")}
+    assert {"pl_forget_acc", "forget_true_acc", "asr"} <= set(saved["reference"])  # the backdoor's measures
     rows = {r["trial_id"]: r for r in trial_rows(run_dir / "results.csv")}
     front = read_csv(run_dir / "pareto.csv")
     assert front and all(rows[r["trial_id"]]["status"] == "TERMINATED" for r in front)
@@ -217,7 +220,8 @@ def test_resume_after_ctrl_c_runs_no_trial_twice(ray_address, tmp_path, session_
 def test_asha_compares_trials_at_equal_evaluated_epochs(ray_address, tmp_path, session_cache, capsys):
     path = space_file(tmp_path, num_samples=4, params={"lam": {"type": "loguniform", "low": 1e-8, "high": 1e-4},
                                                        "ft_epochs": {"type": "int", "low": 1, "high": 3}})
-    assert search.main(["--space", path, "--scheduler", "asha", *search_args(tmp_path, session_cache, "asha")]) == 0
+    args = ["--space", path, "--scheduler", "asha", *search_args(tmp_path, session_cache, "asha", experiment="digits_mislabeled")]
+    assert search.main(args) == 0
     out = capsys.readouterr().out
     assert "original vs the 3 retrained models" in out  # the separation, before the trials
     rows = trial_rows(tmp_path / "runs" / "asha" / "results.csv")

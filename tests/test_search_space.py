@@ -20,7 +20,7 @@ def test_shipped_spaces_are_valid_and_default_covers_the_six_hyperparameters():
     for name in available_spaces():
         load_space(name)
     default = load_space("default")
-    assert default.method == "selective" and default.experiment == "digits_class"
+    assert default.method == "selective" and default.experiment == "digits_mislabeled"
     assert set(default.params) >= {"lam", "threshold", "x_init", "decay", "layer_scope", "ft_epochs"}  # the paper's six
     assert set(default.params) - {"lam", "threshold", "x_init", "decay", "layer_scope", "ft_epochs"} == {"mask_scope", "ft_scope", "bn_recalibrate"}
     assert default.params["lam"].type == "loguniform" and default.params["layer_scope"].type == "choice"
@@ -48,7 +48,7 @@ def test_yaml_1_1_floats_without_a_dot_are_numbers(tmp_path):
     ({"params": {"decay": {"type": "uniform", "low": 0}}}, "needs both low and high"),
     ({"fixed": {"lam": 1e-5}}, "'lam' is both searched (params) and fixed"),
     ({"fixed": {"decay": -1}}, "decay = -1.0 is out of range"),
-    ({"objective": {"speed": 1}}, "objective: unknown objective weight 'speed'; allowed: retain, forget, heldout, mia, cost, leak"),
+    ({"objective": {"speed": 1}}, "objective: unknown objective weight 'speed'; allowed: retain, forget, heldout, mia, cost, forget_true, asr, leak"),
     ({"objective": {"cost": "fast"}}, "objective: objective weight cost must be a number >= 0, got 'fast'"),
     ({"method": "magic"}, "unknown method 'magic'"),
     ({"num_samples": 0}, "num_samples must be >= 1"),

@@ -41,6 +41,7 @@ from .experiment import DEFAULT_EXPERIMENT
 from .files import default_cache_dir, log_stderr
 from .methods import method_names
 from .objective import COMPONENT_MODES
+from .export import MEASURES as EXPORT_MEASURES
 from .per_example.limits import MIN_MODELS as PER_EXAMPLE_MIN_MODELS
 from .progress_bar import Progress
 from .run_config import load_run_config, resolve_run
@@ -111,10 +112,12 @@ def read_rows(path: Path) -> list[dict]:
 
 # Every row is measured on the test split (final numbers) and scored against the retrained
 # ensemble on it; `val_objective` is the validation split's score (what a search optimises).
-COLUMNS = ["method", "config", "seed", "status", "retain_acc", "forget_acc", "test_acc", "forget_test_acc",
-           "pl_forget_acc", "mia", "mia_cv_acc", "time_s", "cost", *COMPONENT_MODES, "objective", "val_objective",
-           "hparams"]
+COLUMNS = ["method", "config", "seed", "status", "retain_acc", "forget_acc", "forget_true_acc", "test_acc",
+           "forget_test_acc", "asr", "pl_forget_acc", "mia", "mia_cv_acc", "time_s", "cost", *COMPONENT_MODES,
+           "objective", "val_objective", "hparams"]
 RETRAINED, ORIGINAL = "(retrained)", "(original)"  # the baseline rows' method names
+# The table's measures: the search table's, without the competition kit's attack
+MEASURES = [(k, label) for k, label in EXPORT_MEASURES if k != "mia_cv_acc"]
 
 
 def append_row(path: Path, row: dict) -> None:
@@ -149,11 +152,10 @@ def _mean_spread(values: list[float], digits: int = 2) -> str:
 def markdown(rows: list[dict], title: str) -> str:
     """Mean ± standard deviation over seeds per method; accuracies and MIA with their
     difference to the retrained models' mean, cost as a share of retraining. Columns for the
-    forgotten classes' test accuracy and for leakage appear when the rows have them."""
-    measures = [("retain_acc", "retain"), ("forget_acc", "forget"), ("test_acc", "test"),
-                *((k, label) for k, label in (("forget_test_acc", "forget test"), ("pl_forget_acc", "PL forget"))
-                  if _numbers(rows, k)),
-                ("mia", "MIA")]
+    forget set's true labels, the forgotten classes' test accuracy, the attack success rate and
+    leakage appear when the rows have them."""
+    optional = ("forget_true_acc", "forget_test_acc", "asr", "pl_forget_acc")
+    measures = [(k, label) for k, label in MEASURES if k not in optional or _numbers(rows, k)]
     reference = [r for r in rows if r["method"] == RETRAINED]
     ref = {k: statistics.mean(_numbers(reference, k)) if _numbers(reference, k) else None for k, _ in measures}
     head = "| method | config | runs | " + " | ".join(label for _, label in measures) + " | cost % | time s | objective |"
@@ -243,9 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             bar.update(text=f"seed {seed}: {method}")
     bar.close()
     rows = read_rows(csv_path)
-    forget = (f"a random {100 * exp0.forget.fraction:g}%" if exp0.forget.rule == "random"
-              else f"classes {list(exp0.forget.classes)}")
-    title = f"{exp0.name}, forget {forget}, seeds {' '.join(map(str, args.seeds))}, on {runtime.describe()}"
+    title = f"{exp0.name}, forget {exp0.forget.describe(seed=False)}, seeds {' '.join(map(str, args.seeds))}, on {runtime.describe()}"
     table = markdown([r for r in rows if int(r["seed"]) in args.seeds], title)
     (out / "compare.md").write_text(table)
     print(table)

@@ -27,6 +27,7 @@ import torch.utils.data
 
 from .datasets import DATASETS, DEFAULT_DOWNLOAD_ROOT, DatasetInfo  # noqa: F401  (re-exported)
 from .errors import UserError
+from .forget_rules import Split, make_split, stamp, training_set, triggered_positions  # noqa: F401  (Split re-exported)
 
 if TYPE_CHECKING:
     from .experiment import DatasetSpec, Experiment, ForgetSpec
@@ -143,33 +144,6 @@ def dataset_root(spec: DatasetSpec) -> Path | None:
     return None if root is None else Path(root).expanduser().resolve()
 
 
-# --------------------------------------------------------------------------- splits
-
-
-@dataclass(frozen=True)
-class Split:
-    """Positions (into the training set) of the forget set and the retain set; disjoint, sorted."""
-
-    forget: torch.Tensor
-    retain: torch.Tensor
-
-
-def make_split(labels: torch.Tensor, forget: ForgetSpec) -> Split:
-    """The forget set for `forget` on training labels `labels`; seeded and reproducible."""
-    n = len(labels)
-    if forget.rule == "classes":
-        chosen = torch.isin(labels, torch.tensor(list(forget.classes), dtype=labels.dtype))
-    else:
-        k = min(max(1, round(forget.fraction * n)), n - 1)
-        generator = torch.Generator().manual_seed(forget.seed)
-        chosen = torch.zeros(n, dtype=torch.bool)
-        chosen[torch.randperm(n, generator=generator)[:k]] = True
-    if not chosen.any():
-        raise UserError(f"the forget rule {forget} selects no training sample")
-    positions = torch.arange(n)
-    return Split(forget=positions[chosen], retain=positions[~chosen])
-
-
 # --------------------------------------------------------------------------- augmentation
 
 
@@ -246,6 +220,11 @@ class TensorPart:
         return TensorPart(self.name, self._images, full, self.indices, self._mean, self._std,
                           self._crop_padding, self._flip, self._channels_last)
 
+    def join(self, other: "TensorPart", name: str) -> "TensorPart":
+        """This part's samples followed by those of `other` (a part of the same data set)."""
+        return TensorPart(name, self._images, self._labels, torch.cat([self.indices, other.indices]), self._mean,
+                          self._std, self._crop_padding, self._flip, self._channels_last)
+
 
 class FolderPart:
     """A subset of an ImageFolder tree, streamed through a DataLoader with workers."""
@@ -290,6 +269,11 @@ class FolderPart:
         return FolderPart(self.name, _Relabeled(self._train_set, mapping), _Relabeled(self._eval_set, mapping),
                           self.indices, full, self._workers, self._device, self._channels_last)
 
+    def join(self, other: "FolderPart", name: str) -> "FolderPart":
+        """This part's samples followed by those of `other` (a part of the same data set)."""
+        return FolderPart(name, self._train_set, self._eval_set, torch.cat([self.indices, other.indices.cpu()]),
+                          self._all_labels, self._workers, self._device, self._channels_last)
+
 
 class _Relabeled(torch.utils.data.Dataset):
     """A dataset whose samples at some indices carry other labels."""
@@ -325,6 +309,13 @@ class ExperimentData:
     # `val_forget` / `test_forget` those of the forgotten classes (None for a random forget set).
     val_forget: Part | None = None
     test_forget: Part | None = None
+    # Corrective rules: D_f with the labels it should have had (None otherwise); a method never
+    # sees it: it knows which samples are wrong, not what is right.
+    forget_true: Part | None = None
+    # Backdoor: the held-out images of every class but the target, triggered and labelled with
+    # the target, so that accuracy on them is the attack success rate (None without a trigger).
+    val_triggered: Part | None = None
+    test_triggered: Part | None = None
 
     def heldout(self, split: str) -> tuple[Part, Part | None]:
         """The held-out part of `split` ('val' or 'test') and its forgotten-class part."""
@@ -333,6 +324,10 @@ class ExperimentData:
         if split == "test":
             return self.test, self.test_forget
         raise ValueError(f"unknown split {split!r}; allowed: val, test")
+
+    def triggered(self, split: str) -> Part | None:
+        """The triggered held-out part of `split` ('val' or 'test'), None without a trigger."""
+        return {"val": self.val_triggered, "test": self.test_triggered}[split]
 
 
 def split_test(labels: torch.Tensor, forget: ForgetSpec) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -384,11 +379,10 @@ def load_data(exp: Experiment, device: torch.device | str = "cpu", download: boo
     if root is not None and download:
         root.mkdir(parents=True, exist_ok=True)
     arrays = info.load(root, download, spec)
-    split = make_split(arrays.y_train, exp.forget)
-    x_train = arrays.x_train.to(device)
+    split = make_split(arrays.y_train, exp.forget, arrays.num_classes)
+    x_train, y_train = training_set(arrays.x_train.to(device), arrays.y_train.to(device), split, exp.forget)
     mean = x_train.mean(dim=(0, 2, 3), keepdim=True)
     std = x_train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
-    y_train = arrays.y_train.to(device)
 
     def part(name, images, labels, indices, augmentable=True):
         return TensorPart(name, images, labels, indices, mean, std,
@@ -405,6 +399,16 @@ def load_data(exp: Experiment, device: torch.device | str = "cpu", download: boo
     val_positions, test_positions = split_heldout(arrays.y_test, spec)
     val, val_forget = heldout_parts("val", val_positions)
     test, test_forget = heldout_parts("test", test_positions)
+    triggered = {}
+    if split.poisoned is not None:  # the attack success rate's images: triggered, labelled with the target
+        x_stamped = stamp(x_test, exp.forget.trigger)
+        y_target = torch.full_like(y_test, exp.forget.target)
+        for name, positions in (("val", val_positions), ("test", test_positions)):
+            kept = positions[triggered_positions(arrays.y_test[positions], exp.forget)]
+            triggered[name] = part(f"{name}_triggered", x_stamped, y_target, kept, augmentable=False)
+    forget_true = None
+    if split.true_labels is not None:
+        forget_true = part("forget_true", x_train, split.true_labels.to(device), split.forget)
     return ExperimentData(
         num_classes=arrays.num_classes,
         in_channels=x_train.shape[1],
@@ -417,6 +421,9 @@ def load_data(exp: Experiment, device: torch.device | str = "cpu", download: boo
         fingerprint=_fingerprint(spec, arrays.y_train, len(y_test), arrays.num_classes),
         val_forget=val_forget,
         test_forget=test_forget,
+        forget_true=forget_true,
+        val_triggered=triggered.get("val"),
+        test_triggered=triggered.get("test"),
     )
 
 
@@ -446,13 +453,17 @@ def _load_folder(exp: Experiment, root: Path | None, device: torch.device, chann
     if train_aug.classes != val.classes:
         raise UserError(f"{root}: train/ and val/ hold different classes")
     num_classes = len(train_aug.classes)
-    if exp.forget.rule == "classes":
-        bad = [c for c in exp.forget.classes if not 0 <= c < num_classes]
-        if bad:
-            raise UserError(f"forget class {bad[0]} does not exist; allowed: 0..{num_classes - 1}")
-    y_train = torch.tensor(train_aug.targets, dtype=torch.int64)
+    bad = [c for c in exp.forget.classes if not 0 <= c < num_classes]
+    if bad:
+        raise UserError(f"forget class {bad[0]} does not exist; allowed: 0..{num_classes - 1}")
+    true_train = torch.tensor(train_aug.targets, dtype=torch.int64)
     y_test = torch.tensor(val.targets, dtype=torch.int64)
-    split = make_split(y_train, exp.forget)
+    split = make_split(true_train, exp.forget, num_classes)  # backdoor is refused for ImageFolder trees
+    y_train = true_train if split.labels is None else split.labels
+    clean_aug, clean_eval = train_aug, train_eval
+    if split.labels is not None:  # mislabeled: D's samples carry the rule's labels
+        wrong = {int(i): int(split.labels[i]) for i in split.forget}
+        train_aug, train_eval = _Relabeled(train_aug, wrong), _Relabeled(train_eval, wrong)
 
     def part(name, indices, train_set, eval_set, labels):
         return FolderPart(name, train_set, eval_set, indices, labels, spec.workers, device, channels_last)
@@ -474,7 +485,9 @@ def _load_folder(exp: Experiment, root: Path | None, device: torch.device, chann
         val=val_part,
         test=test_part,
         split=split,
-        fingerprint=_fingerprint(spec, y_train, len(y_test), num_classes),
+        fingerprint=_fingerprint(spec, true_train, len(y_test), num_classes),
         val_forget=val_forget,
         test_forget=test_forget,
+        forget_true=None if split.true_labels is None else part("forget_true", split.forget, clean_aug, clean_eval,
+                                                                 true_train),
     )

@@ -17,6 +17,7 @@ class DatasetInfo:
     channels: int
     default_root: Path | None
     install_hint: str
+    side: int | None = None  # image side in pixels (None: ImageFolder trees, dataset.image_size or 224)
 
     @property
     def load(self) -> Callable | None:
@@ -27,7 +28,7 @@ class DatasetInfo:
 
 
 DATASETS: dict[str, DatasetInfo] = {
-    "digits": DatasetInfo("digits", 10, 1, None, "it ships with scikit-learn"),
+    "digits": DatasetInfo("digits", 10, 1, None, "it ships with scikit-learn", 8),
     "fmnist": DatasetInfo(
         "fmnist",
         10,
@@ -35,12 +36,13 @@ DATASETS: dict[str, DatasetInfo] = {
         Path("/usr/share/datasets/fashion-mnist"),
         "install it with 'apt-get install dataset-fashion-mnist', point --data-dir at a folder "
         "with the four IDX files, or pass --download",
+        28,
     ),
     "cifar10": DatasetInfo(
-        "cifar10", 10, 3, DEFAULT_DOWNLOAD_ROOT, "pass --download, or --data-dir at the folder holding cifar-10-batches-py"
+        "cifar10", 10, 3, DEFAULT_DOWNLOAD_ROOT, "pass --download, or --data-dir at the folder holding cifar-10-batches-py", 32
     ),
     "cifar100": DatasetInfo(
-        "cifar100", 100, 3, DEFAULT_DOWNLOAD_ROOT, "pass --download, or --data-dir at the folder holding cifar-100-python"
+        "cifar100", 100, 3, DEFAULT_DOWNLOAD_ROOT, "pass --download, or --data-dir at the folder holding cifar-100-python", 32
     ),
     "imagefolder": DatasetInfo(
         "imagefolder", None, 3, None,

@@ -34,12 +34,65 @@ class ModelSpec:
     small_input: bool = True  # 3x3 stride-1 stem and no max-pool, for 8-32 px images
 
 
+# How the forget set is chosen (forget_rules.py). The corrective rules change D itself: the
+# forget samples are training data later found to be wrong, so the original depends on them.
+FORGET_RULES = ("random", "classes", "mislabeled", "backdoor")
+CORRECTIVE_RULES = ("mislabeled", "backdoor")
+TRIGGER_CORNERS = ("bottom_right", "bottom_left", "top_right", "top_left")
+
+
+@dataclass(frozen=True)
+class TriggerSpec:
+    """The backdoor's trigger (BadNets): a `size` x `size` patch in a corner of the image, every
+    channel set to `value` (pixels in [0, 1], before normalisation)."""
+
+    size: int = 2
+    corner: str = "bottom_right"
+    value: float = 1.0
+
+
 @dataclass(frozen=True)
 class ForgetSpec:
-    rule: str = "random"  # random: a seeded fraction of D; classes: every sample of `classes`
-    fraction: float = 0.1
-    classes: tuple[int, ...] = ()
-    seed: int = 0  # seeds the choice of the forget set only
+    """random: a seeded `fraction` of D. classes: every sample of `classes`. mislabeled: a seeded
+    `fraction` of D (drawn from `classes` when given) carries a wrong label, uniform over the other
+    classes. backdoor: a seeded `fraction` of D (drawn from `classes` when given, else from every
+    class but `target`) carries the trigger and the label `target`; the forget set is the
+    `identified` share of those samples, the rest stay in the retain set."""
+
+    rule: str = "random"  # one of FORGET_RULES
+    fraction: float = 0.1  # share of D (random, mislabeled, backdoor)
+    classes: tuple[int, ...] = ()  # classes: the forgotten classes; mislabeled, backdoor: where samples are drawn
+    seed: int = 0  # seeds the choice of the forget set (and the wrong labels) only
+    target: int = 0  # backdoor: the label the trigger calls for
+    identified: float = 1.0  # backdoor: share of the poisoned samples the forget set holds, in (0, 1]
+    trigger: TriggerSpec = field(default_factory=TriggerSpec)
+
+    @property
+    def corrective(self) -> bool:
+        """The rule changes D (labels, images): the original model trains on the forget set as
+        the rule made it, so it depends on the rule and its seed."""
+        return self.rule in CORRECTIVE_RULES
+
+    def describe(self, seed: bool = True) -> str:
+        """The forget set in words, for tables and titles (`seed`: name the forget seed)."""
+        share = f"{100 * self.fraction:g}%"
+        seeded = f" (forget seed {self.seed})" if seed else ""
+        pool = f" of classes {list(self.classes)}" if self.classes else ""
+        if self.rule == "classes":
+            return f"classes {list(self.classes)}"
+        if self.rule == "mislabeled":
+            return f"{share} of D mislabeled{pool}{seeded}"
+        if self.rule == "backdoor":
+            t = self.trigger
+            known = "" if self.identified == 1 else f", {100 * self.identified:g}% of them identified"
+            return (f"{share} of D{pool} poisoned with a {t.size}x{t.size} {t.corner.replace('_', '-')} trigger to "
+                    f"class {self.target}{known}{seeded}")
+        return f"a random {share}{seeded}"
+
+    def measures(self) -> tuple[str, ...]:
+        """The measures this rule adds to every evaluation (metrics.py): the forget set's
+        accuracy on its true labels, and the attack success rate of a trigger."""
+        return {"mislabeled": ("forget_true_acc",), "backdoor": ("forget_true_acc", "asr")}.get(self.rule, ())
 
 
 @dataclass(frozen=True)
@@ -104,8 +157,10 @@ class Experiment:
 
 
 # What run, compare and the default search space use unless told otherwise: an embedded
-# experiment where forgetting shows (a whole class; a random 10% of digits is within noise).
-DEFAULT_EXPERIMENT = "digits_class"
+# experiment where forgetting shows sample by sample (10% of the labels wrong: the original
+# memorises them, retrained models never do; a random 10% of digits is within noise, and a
+# whole class is undone by resetting one row of the classifier).
+DEFAULT_EXPERIMENT = "digits_mislabeled"
 
 EXPERIMENT_FILES = NamedFiles("experiments", "TUNE_UNLEARN_EXPERIMENTS", "experiment")
 
@@ -129,12 +184,16 @@ def load_experiment(name_or_path: str, overrides: dict | None = None) -> Experim
 
 
 def apply_overrides(exp: Experiment, overrides: dict) -> Experiment:
+    corrective = exp.forget.corrective
     for key, value in overrides.items():
         exp = replace_path(exp, key, value, "experiment override")
-    if overrides.get("forget.classes") is not None and "forget.rule" not in overrides:
-        exp = replace(exp, forget=replace(exp.forget, rule="classes"))
-    if overrides.get("forget.fraction") is not None and "forget.rule" not in overrides:
-        exp = replace(exp, forget=replace(exp.forget, rule="random"))
+    # --forget-classes / --forget-fraction switch between the random and the classes rule; under a
+    # corrective rule they set its pool of classes and its share of D.
+    if "forget.rule" not in overrides and not corrective:
+        if overrides.get("forget.classes") is not None:
+            exp = replace(exp, forget=replace(exp.forget, rule="classes"))
+        if overrides.get("forget.fraction") is not None:
+            exp = replace(exp, forget=replace(exp.forget, rule="random"))
     validate_experiment(exp)
     return exp
 
@@ -145,27 +204,11 @@ def validate_experiment(exp: Experiment) -> None:
     where = f"experiment {exp.name!r}"
     if exp.dataset.name not in DATASETS:
         raise one_of(f"data set in {where}:", exp.dataset.name, DATASETS)
-    info = DATASETS[exp.dataset.name]
     if exp.model.arch != "resnet18":
         raise one_of(f"model arch in {where}:", exp.model.arch, ["resnet18"])
     if exp.model.width < 1:
         raise UserError(f"{where}: model.width must be >= 1, got {exp.model.width}")
-    forget = exp.forget
-    if forget.rule not in ("random", "classes"):
-        raise one_of(f"forget rule in {where}:", forget.rule, ["random", "classes"])
-    if forget.rule == "random" and not 0.0 < forget.fraction < 1.0:
-        raise UserError(f"{where}: forget fraction must lie in (0, 1), got {forget.fraction}")
-    if forget.rule == "classes":
-        if not forget.classes:
-            raise UserError(f"{where}: forget rule 'classes' needs at least one class")
-        if info.num_classes is not None:  # ImageFolder trees are checked once read
-            bad = [c for c in forget.classes if not 0 <= c < info.num_classes]
-            if bad:
-                raise UserError(
-                    f"{where}: forget class {bad[0]} does not exist; allowed: 0..{info.num_classes - 1}"
-                )
-            if len(set(forget.classes)) >= info.num_classes:
-                raise UserError(f"{where}: cannot forget every class")
+    validate_forget(exp.forget, exp, where)
     train = exp.train
     for name in ("epochs", "batch_size"):
         if getattr(train, name) < 1:
@@ -174,7 +217,7 @@ def validate_experiment(exp: Experiment) -> None:
         raise UserError(f"{where}: train.lr must be > 0, got {train.lr}")
     if train.original not in ("joint", "transfer"):
         raise one_of(f"train.original in {where}:", train.original, ["joint", "transfer"])
-    if train.original == "transfer" and forget.rule != "classes":
+    if train.original == "transfer" and exp.forget.rule != "classes":
         raise UserError(f"{where}: train.original 'transfer' pretrains on the forget classes; it needs forget.rule classes")
     if train.transfer_epochs < 1 or train.transfer_lr <= 0:
         raise UserError(f"{where}: train.transfer_epochs must be >= 1 and train.transfer_lr > 0")
@@ -195,3 +238,44 @@ def validate_experiment(exp: Experiment) -> None:
         isinstance(v, dict) for v in exp.method_defaults.values()
     ):
         raise UserError(f"{where}: method_defaults must map method names to mappings")
+
+
+def validate_forget(forget: ForgetSpec, exp: Experiment, where: str) -> None:
+    """The forget rule's settings, checked before any data loads (ImageFolder trees, whose
+    classes are known only once read, check the classes again then: data.py)."""
+    from .datasets import DATASETS
+
+    info = DATASETS[exp.dataset.name]
+    n_classes = info.num_classes
+    if forget.rule not in FORGET_RULES:
+        raise one_of(f"forget rule in {where}:", forget.rule, FORGET_RULES)
+    if forget.rule != "classes" and not 0.0 < forget.fraction < 1.0:
+        raise UserError(f"{where}: forget fraction must lie in (0, 1), got {forget.fraction}")
+    if forget.rule == "classes" and not forget.classes:
+        raise UserError(f"{where}: forget rule 'classes' needs at least one class")
+    if n_classes is not None:
+        bad = [c for c in forget.classes if not 0 <= c < n_classes]
+        if bad:
+            raise UserError(f"{where}: forget class {bad[0]} does not exist; allowed: 0..{n_classes - 1}")
+        if forget.rule == "classes" and len(set(forget.classes)) >= n_classes:
+            raise UserError(f"{where}: cannot forget every class")
+    if forget.rule != "backdoor":
+        return
+    if n_classes is None:
+        raise UserError(f"{where}: forget rule 'backdoor' stamps its trigger on in-memory images; allowed data sets: "
+                        + ", ".join(name for name, d in DATASETS.items() if d.num_classes is not None))
+    if not 0 <= forget.target < n_classes:
+        raise UserError(f"{where}: backdoor target class {forget.target} does not exist; allowed: 0..{n_classes - 1}")
+    if forget.target in forget.classes:
+        raise UserError(f"{where}: backdoor classes (where poisoned samples are drawn) must not include the target "
+                        f"class {forget.target}")
+    if not 0.0 < forget.identified <= 1.0:
+        raise UserError(f"{where}: forget.identified must lie in (0, 1], got {forget.identified}")
+    trigger = forget.trigger
+    side = exp.dataset.image_size or info.side
+    if not 1 <= trigger.size <= side:
+        raise UserError(f"{where}: forget.trigger.size must lie in 1..{side} (the image side), got {trigger.size}")
+    if trigger.corner not in TRIGGER_CORNERS:
+        raise one_of(f"forget.trigger.corner in {where}:", trigger.corner, TRIGGER_CORNERS)
+    if not 0.0 <= trigger.value <= 1.0:
+        raise UserError(f"{where}: forget.trigger.value must lie in [0, 1], got {trigger.value}")

@@ -32,7 +32,7 @@ from .cli import main_guard, prog
 from .config import write_yaml
 from .errors import UserError
 from .files import atomic_write_text
-from .objective import COMPONENT_MODES
+from .objective import COMPONENT_MODES, OPTIONAL_COMPONENTS
 
 # The modules below import torch and Ray: functions import them where needed, so that the command
 # line (and search.py, for SEARCH_FILE) loads this module without them.
@@ -42,6 +42,8 @@ STUDY_FILE = "optuna.db"  # the search's Optuna study (SQLite; study.py)
 MLFLOW_FILE = "mlflow.db"  # the search's own MLflow store, with --mlflow and no URI (tracking.py)
 # A trial's test-split columns (trainable.test_columns), beside the validation metrics
 TEST_COLUMNS = ("test_acc", "forget_test_acc", "test_mia", "test_mia_cv_acc", "test_objective")
+# Columns only some searches have (the corrective rules' measures, leakage), after the others
+OPTIONAL_TEST_COLUMNS = ("test_asr", "test_pl_forget_acc")
 
 
 @dataclass
@@ -143,14 +145,17 @@ def load_run(run_dir: str | Path) -> RunRecord:
 
 
 def _row(record: RunRecord, t: TrialRecord) -> dict:
-    from .metrics import METRIC_KEYS
+    from .metrics import METRIC_KEYS, OPTIONAL_KEYS
 
     row = {"trial_id": t.trial_id, "status": t.status, "error": t.error}
     row.update({k: t.config.get(k) for k in record.params})
     skip = {"phase", "final", "epoch", "phase_epoch", "done", "trial_id", "date", "hostname", "node_ip", "pid",
             "config", "timestamp", "time_this_iter_s", "time_since_restore", "iterations_since_restore",
             "checkpoint_dir_name"}
-    row.update({k: t.result.get(k) for k in (*METRIC_KEYS, *COMPONENT_MODES, "objective", *TEST_COLUMNS)})
+    row.update({k: t.result.get(k) for k in (*METRIC_KEYS, *COMPONENT_MODES, "objective", *TEST_COLUMNS)
+                if k not in OPTIONAL_COMPONENTS})
+    row.update({k: t.result[k] for k in (*OPTIONAL_KEYS, *OPTIONAL_COMPONENTS, *OPTIONAL_TEST_COLUMNS)
+                if k in t.result})
     row["iterations"] = len(t.history) or t.result.get("training_iteration")
     row.update({k: v for k, v in t.result.items() if k not in row and k not in skip and not k.startswith("train_")})
     return row
@@ -180,7 +185,7 @@ def baseline_rows(record: RunRecord) -> list[dict]:
 def test_metrics_of(result: dict) -> dict:
     """A trial's test-split numbers (test_columns of its final report) under the metric names
     of a test evaluation: test_acc, mia, ..., plus the split-free retain/forget accuracy and cost."""
-    out = {k: result[k] for k in ("retain_acc", "forget_acc", "time_s", "cost") if k in result}
+    out = {k: result[k] for k in ("retain_acc", "forget_acc", "forget_true_acc", "time_s", "cost") if k in result}
     for key, value in result.items():
         if key in ("test_acc", "forget_test_acc"):
             out[key] = value
@@ -224,7 +229,7 @@ def pareto_front(record: RunRecord) -> list[TrialRecord]:
 
 def run_config_of(record: RunRecord, t: TrialRecord) -> dict:
     """A run config (see run_config.py) that re-runs trial `t` with `python -m tune_unlearn.run`."""
-    from .metrics import METRIC_KEYS
+    from .metrics import METRIC_KEYS, OPTIONAL_KEYS
     from .run_config import resolve_run
 
     s = record.search
@@ -236,7 +241,7 @@ def run_config_of(record: RunRecord, t: TrialRecord) -> dict:
         "hparams": run.hparams,
         "weights": s["weights"],
         "seed": 0,
-        "metrics": {k: t.result[k] for k in (*METRIC_KEYS, "objective") if k in t.result},
+        "metrics": {k: t.result[k] for k in (*METRIC_KEYS, *OPTIONAL_KEYS, "objective") if k in t.result},
         "test_metrics": test_metrics_of(t.result),
         "result": {
             "trial_id": t.trial_id, "run_dir": str(record.run_dir), "objective": t.result["objective"],
@@ -269,9 +274,10 @@ def export_run(run_dir: str | Path, top: int = 5, fmt: str | None = None) -> Run
 
 
 # Measures of the best table: the objective on the validation split (what was optimised), then
-# the test split's numbers (final numbers); forget test and PL forget only when measured.
-MEASURES = (("retain_acc", "retain"), ("forget_acc", "forget"), ("test_acc", "test"), ("forget_test_acc", "forget test"),
-            ("pl_forget_acc", "PL forget"), ("mia", "MIA"), ("mia_cv_acc", "MIA cv"))
+# the test split's numbers (final numbers); forget true, forget test, ASR and PL forget only when measured.
+MEASURES = (("retain_acc", "retain"), ("forget_acc", "forget"), ("forget_true_acc", "forget true"), ("test_acc", "test"),
+            ("forget_test_acc", "forget test"), ("asr", "ASR"), ("pl_forget_acc", "PL forget"), ("mia", "MIA"),
+            ("mia_cv_acc", "MIA cv"))
 
 
 def fmt(value, digits: int = 2) -> str:

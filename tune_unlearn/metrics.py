@@ -8,12 +8,19 @@ scored on) and the test split (`test`, final numbers only).
   `test_acc`; with class forgetting on the retained classes' samples, and `forget_val_acc` /
   `forget_test_acc` on the forgotten ones');
 - `mia`: membership-inference member rate on the forget set (%). A logistic-regression attack
-  on per-sample loss, max confidence and entropy is trained to tell retain samples (members)
-  from held-out samples (non-members), then applied to the forget set. Compare with the
-  retrained models' value, not with 0.
+  on the per-sample loss is trained to tell retain samples (members) from held-out samples
+  (non-members), then applied to the forget set. Compare with the retrained models' value,
+  not with 0.
 - `mia_cv_acc`: the NeurIPS 2023 unlearning competition starting kit's attack, a logistic
   regression on the per-sample loss telling forget samples from held-out samples, as
   cross-validated accuracy (%); 50 means indistinguishable.
+
+Corrective rules (forget_rules.py) add, on every split:
+- `forget_true_acc`: accuracy (%) on the forget set against its true labels, i.e. what a
+  corrected model recovers (`forget_acc` is against the labels the original was trained on,
+  i.e. what unlearning must remove);
+- `asr` (backdoor): attack success rate (%), the share of the split's triggered images of
+  every class but the target that the model assigns to the target.
 """
 
 from __future__ import annotations
@@ -37,18 +44,16 @@ SPLITS = ("val", "test")  # trials are scored on val; test is for final numbers
 # The measures of one split's evaluation, with `val_acc` standing for the split's accuracy
 # (`test_acc` in a test evaluation); `cost` is in MACs (cost.py).
 METRIC_KEYS = ("retain_acc", "forget_acc", "val_acc", "mia", "mia_cv_acc", "time_s", "cost")
+# Measures only some experiments have: the corrective rules' (ForgetSpec.measures) and leakage's
+OPTIONAL_KEYS = ("forget_true_acc", "asr", "pl_forget_acc")
 
 
-def sample_features(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
-    """Per-sample [cross-entropy loss, max confidence, entropy] as an (N, 3) array."""
+def sample_losses(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    """Per-sample cross-entropy loss on the label, as an (N,) array."""
     if not torch.isfinite(logits).all():
         raise Diverged("the model outputs non-finite logits")
-    logp = F.log_softmax(logits.float(), dim=1)
-    loss = -logp.gather(1, labels.view(-1, 1)).squeeze(1)
-    prob = logp.exp()
-    confidence = prob.max(1).values
-    entropy = -(prob * logp).sum(1)
-    return torch.stack([loss, confidence, entropy], 1).cpu().numpy().astype(np.float64)
+    loss = F.cross_entropy(logits.float(), labels, reduction="none")
+    return loss.cpu().numpy().astype(np.float64)
 
 
 def _balanced(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
@@ -56,15 +61,22 @@ def _balanced(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
 
 
 def member_rate(retain: np.ndarray, test: np.ndarray, forget: np.ndarray, seed: int = 0) -> float:
-    """Share (%) of forget samples an attack trained on retain (member) vs test (non-member)
-    features labels 'member'. Retain is sub-sampled to the size of test (balanced classes)."""
+    """Share (%) of forget samples that an attack trained on retain (member) vs test (non-member)
+    losses labels 'member'. Retain is sub-sampled to the size of test (balanced classes).
+
+    The loss on the label alone, as the competition kit's attack and SalUn's MIA-efficacy
+    (confidence on the label) use: one feature keeps the attack monotone. Label-free features
+    (max confidence, entropy) were dropped because they flip it where the forget labels are
+    wrong: a model that predicts a mislabeled sample's true class confidently has a high loss
+    (unseen) but a confident, low-entropy output (seen), and retain and held-out samples, nearly
+    all classified correctly, do not tell the attack which to believe."""
     rng = np.random.default_rng(seed)
     members = retain[_balanced(rng, len(retain), len(test))]
-    x = np.concatenate([members, test])
+    x = np.concatenate([members, test]).reshape(-1, 1)
     y = np.concatenate([np.ones(len(members)), np.zeros(len(test))])
     attack = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
     attack.fit(x, y)
-    return 100.0 * float(attack.predict(forget).mean())
+    return 100.0 * float(attack.predict(forget.reshape(-1, 1)).mean())
 
 
 def forget_test_attack(forget_loss: np.ndarray, test_loss: np.ndarray, seed: int = 0, n_splits: int = 10) -> float | None:
@@ -90,7 +102,8 @@ def evaluate(model: nn.Module, data: ExperimentData, runtime: Runtime, batch_siz
 
     Each dict holds the retain and forget accuracy, the split's own accuracy (`val_acc` or
     `test_acc`; with class forgetting also `forget_val_acc` / `forget_test_acc` on the forgotten
-    classes), and both attacks with that split as the non-members. With a `leakage` spec the
+    classes; with a corrective forget rule `forget_true_acc` and, with a trigger, `asr`), and both
+    attacks with that split as the non-members. With a `leakage` spec the
     Piggyback relearning attack's `pl_forget_acc` is added to every split (learned once; scored
     on the split's forgotten-class samples with class forgetting, else on the rest of D_f). With
     `full_retain=False` (per-epoch reports) the retain accuracy is estimated on a sample of
@@ -101,28 +114,37 @@ def evaluate(model: nn.Module, data: ExperimentData, runtime: Runtime, batch_siz
         positions = torch.from_numpy(_balanced(np.random.default_rng(seed + 1), len(retain), len(first)))
         retain = retain.subset(positions)
     outputs = {"retain": predict(model, retain, runtime, batch_size), "forget": predict(model, data.forget, runtime, batch_size)}
+    if data.forget_true is not None:  # the same images as the forget set, in the same order: reuse its logits
+        outputs["forget_true"] = (outputs["forget"][0], data.forget_true.labels.to(outputs["forget"][0].device))
     for split in splits:
         heldout, heldout_forget = data.heldout(split)
         outputs[split] = predict(model, heldout, runtime, batch_size)
         if heldout_forget is not None:
             outputs[f"forget_{split}"] = predict(model, heldout_forget, runtime, batch_size)
+        if data.triggered(split) is not None:
+            outputs[f"triggered_{split}"] = predict(model, data.triggered(split), runtime, batch_size)
     acc = {name: 100.0 * float((logits.argmax(1) == labels).float().mean()) for name, (logits, labels) in outputs.items()}
-    feats = {name: sample_features(*outputs[name]) for name in ("retain", "forget", *splits)}
+    losses = {name: sample_losses(*outputs[name]) for name in ("retain", "forget", *splits)}
     relearned = None
     if leakage is not None:  # scored on the forgotten classes' held-out samples where there are any
         targets = [data.heldout(split)[1] for split in splits]
-        relearned = dict(zip(splits, relearn_accuracies(model, data.forget, runtime, leakage, batch_size, targets)))
+        relearned = dict(zip(splits, relearn_accuracies(model, data.forget, runtime, leakage, batch_size, targets,
+                                                        others=data.retain)))
     out = {}
     for split in splits:
         m = {
             "retain_acc": acc["retain"],
             "forget_acc": acc["forget"],
             f"{split}_acc": acc[split],
-            "mia": member_rate(feats["retain"], feats[split], feats["forget"], seed),
-            "mia_cv_acc": forget_test_attack(feats["forget"][:, 0], feats[split][:, 0], seed),
+            "mia": member_rate(losses["retain"], losses[split], losses["forget"], seed),
+            "mia_cv_acc": forget_test_attack(losses["forget"], losses[split], seed),
         }
         if f"forget_{split}" in acc:  # class forgetting: the forgotten classes' held-out samples
             m[f"forget_{split}_acc"] = acc[f"forget_{split}"]
+        if "forget_true" in acc:
+            m["forget_true_acc"] = acc["forget_true"]
+        if f"triggered_{split}" in acc:  # labelled with the target: accuracy is the attack success rate
+            m["asr"] = acc[f"triggered_{split}"]
         if relearned is not None:
             m["pl_forget_acc"] = relearned[split]
         out[split] = m

@@ -2,8 +2,9 @@
 their own spread, plus what the unlearning cost.
 
 The target is an ensemble of K retrained models (same D_r and recipe, different training
-seeds). For each measure m (retain, forget and held-out accuracy, the MIA member rate, and
-with the leakage attack the relearned forget accuracy) the gap is
+seeds). For each measure m (retain, forget and held-out accuracy, the MIA member rate; with a
+corrective forget rule the forget set's accuracy on its true labels, and with a backdoor the
+attack success rate; with the leakage attack the relearned forget accuracy) the gap is
 
     gap_m = max(0, |x_m - mean_m| / max(sd_m, FLOOR) - 1)
 
@@ -41,8 +42,10 @@ FLOOR = 1.0  # points: the smallest spread a gap is measured in
 HELDOUT_KEYS = ("val_acc", "test_acc")  # the held-out accuracy of a validation / test evaluation
 # Components and the weight each is multiplied by; a multi-objective search minimises them all.
 GAP_WEIGHTS = {"retain_gap": "retain", "forget_gap": "forget", "heldout_gap": "heldout", "mia_gap": "mia",
-               "leak_gap": "leak"}
+               "forget_true_gap": "forget_true", "asr_gap": "asr", "leak_gap": "leak"}
 COMPONENT_MODES = {**{name: "min" for name in GAP_WEIGHTS}, "cost_ratio": "min"}
+# The components only some evaluations have, and the metric each measures (metrics.OPTIONAL_KEYS)
+OPTIONAL_COMPONENTS = {"forget_true_gap": "forget_true_acc", "asr_gap": "asr", "leak_gap": "pl_forget_acc"}
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,8 @@ class Weights:
     heldout: float = 1.0
     mia: float = 1.0
     cost: float = 1.0
+    forget_true: float = 1.0  # corrective rules only: the forget set's accuracy on its true labels
+    asr: float = 1.0  # backdoor only: the attack success rate of the trigger
     leak: float = 0.0
 
     @classmethod
@@ -83,9 +88,15 @@ def measured(metrics: Mapping) -> dict[str, str]:
     """component -> metric key, for the measures both a model and the references have."""
     out = {"retain_gap": "retain_acc", "forget_gap": "forget_acc", "heldout_gap": heldout_key(metrics),
            "mia_gap": "mia"}
-    if metrics.get("pl_forget_acc") is not None:
-        out["leak_gap"] = "pl_forget_acc"
+    out.update({comp: key for comp, key in OPTIONAL_COMPONENTS.items() if metrics.get(key) is not None})
     return out
+
+
+def component_names(measures: Iterable[str]) -> list[str]:
+    """The components of an evaluation that has the optional metrics `measures` (e.g.
+    ForgetSpec.measures() and pl_forget_acc with leakage), in COMPONENT_MODES order."""
+    measures = set(measures)
+    return [c for c in COMPONENT_MODES if c not in OPTIONAL_COMPONENTS or OPTIONAL_COMPONENTS[c] in measures]
 
 
 def ensemble(models: Iterable[Mapping]) -> dict:

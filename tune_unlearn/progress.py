@@ -11,7 +11,7 @@ from pathlib import Path
 from ray import tune
 
 # What the line shows: the validation split's measures (what the objective scores) and the cost
-SHOWN = ("val_acc", "forget_acc", "retain_acc", "mia", "cost_ratio", "time_s")
+SHOWN = ("val_acc", "forget_acc", "forget_true_acc", "asr", "retain_acc", "mia", "cost_ratio", "time_s")
 
 
 def error_reason(text: str | None) -> str:

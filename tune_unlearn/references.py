@@ -5,7 +5,8 @@ Cache layout, under the cache directory (`--cache-dir`, $TUNE_UNLEARN_CACHE, or
 ~/.cache/tune_unlearn):
 
     <experiment>/original-<key>.pt   state dict + meta; key: data fingerprint, model, recipe (and
-                                     the forget classes when the original is made by transfer)
+                                     the forget set when the original is made by transfer or
+                                     trains on D as a corrective rule changed it)
     <experiment>/retrain-<key>.pt    state dict + meta + the forget set's indices; key adds the
                                      forget rule (so the original is shared across forget seeds)
                                      and the training seed (train.seed + i for the i-th model, so
@@ -44,7 +45,8 @@ from .runtime import Runtime, Stopwatch, seed_everything
 from .training import train_recipe
 
 CACHE_FORMAT = 3  # 3: entries record their training cost in MACs (meta["train_macs"])
-METRICS_VERSION = 3  # bump when evaluate changes meaning (2: per split; 3: kit attack test size, probe target)
+METRICS_VERSION = 4  # bump when evaluate changes meaning (2: per split; 3: kit attack test size, probe target;
+#                      4: the member-rate attack on the loss alone; the probe's one-class forget sets)
 
 
 def digest(payload: dict) -> str:
@@ -61,10 +63,14 @@ def file_digest(path: str | Path) -> str:
 
 def forget_key(forget: ForgetSpec) -> dict:
     """What identifies a forget set in cache keys: with whole classes forgotten the fraction and
-    the seed choose nothing, so runs over seeds (compare --seeds) share one set of references."""
+    the seed choose nothing, so runs over seeds (compare --seeds) share one set of references.
+    Only the backdoor's own settings join the key (random and mislabeled keys are as before)."""
     if forget.rule == "classes":
         return {"rule": forget.rule, "classes": sorted(forget.classes)}
-    return asdict(forget)
+    key = {"rule": forget.rule, "fraction": forget.fraction, "classes": forget.classes, "seed": forget.seed}
+    if forget.rule == "backdoor":
+        key.update(target=forget.target, identified=forget.identified, trigger=asdict(forget.trigger))
+    return key
 
 
 @dataclass
@@ -110,7 +116,8 @@ class ReferenceCache:
         # exp.train.seed is the model's own training seed (the i-th retrained model's: seed + i)
         payload = {"format": CACHE_FORMAT, "role": role, "data": data.fingerprint, "model": asdict(exp.model),
                    "train": asdict(exp.train)}
-        if role == "retrain" or exp.train.original == "transfer":  # a transferred original pretrains on D_f
+        # A transferred original pretrains on D_f; under a corrective rule D itself is the rule's
+        if role == "retrain" or exp.train.original == "transfer" or exp.forget.corrective:
             payload["forget"] = forget_key(exp.forget)
         if role == "original":
             payload["checkpoint"] = checkpoint

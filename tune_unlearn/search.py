@@ -33,7 +33,7 @@ from .errors import UserError
 from .experiment import Experiment
 from .export import MLFLOW_FILE, SEARCH_FILE
 from .methods import get_method
-from .objective import COMPONENT_MODES, Weights
+from .objective import COMPONENT_MODES, Weights, component_names
 from .files import atomic_write_text, default_cache_dir
 from .run_config import resolve_run
 from .search_space import ParamSpec, SearchSpace, load_space, method_space
@@ -77,7 +77,8 @@ class Plan:
         """The metric(s) Optuna optimises and their modes."""
         if not self.multi_objective:
             return ["objective"], ["max"]
-        names = [c for c in COMPONENT_MODES if c != "leak_gap" or self.leakage]
+        measures = [*self.experiment.forget.measures(), *(["pl_forget_acc"] if self.leakage else [])]
+        names = component_names(measures)
         return names, [COMPONENT_MODES[c] for c in names]  # every component is minimised
 
     def to_json(self) -> dict:
@@ -359,8 +360,10 @@ def make_tuner(plan: Plan, trainable, max_concurrent: int):
         trial_dirname_creator=trial_dirname,
     )
     reporter = tune.CLIReporter(
-        metric_columns={"objective": "objective", "val_acc": "val", "forget_acc": "forget", "mia": "MIA",
-                        "cost_ratio": "cost", "time_s": "time s", "training_iteration": "reports"},
+        metric_columns={"objective": "objective", "val_acc": "val", "forget_acc": "forget",
+                        **{k: label for k, label in (("forget_true_acc", "forget true"), ("asr", "ASR"))
+                           if k in plan.experiment.forget.measures()},
+                        "mia": "MIA", "cost_ratio": "cost", "time_s": "time s", "training_iteration": "reports"},
         parameter_columns=list(plan.space.params), max_report_frequency=30, max_progress_rows=12,
         sort_by_metric=True,
         # single-objective searches pass metric/mode through TuneConfig; the reporter must not repeat them

@@ -64,9 +64,10 @@ def report_of(metrics: dict, components: dict, objective: float, **extra) -> dic
 
 def test_columns(test_metrics: dict, test_objective: float) -> dict:
     """The test split's numbers under names that cannot be mistaken for what was optimised:
-    test_acc (and forget_test_acc) as they are, the attacks as test_mia, test_mia_cv_acc."""
+    test_acc (and forget_test_acc) as they are, the attacks as test_mia, test_mia_cv_acc (test_asr,
+    test_pl_forget_acc). The forget set's accuracies are the same on both splits: not repeated."""
     out = {k: v for k, v in test_metrics.items() if k.endswith("test_acc") and v is not None}
-    out.update({f"test_{k}": test_metrics[k] for k in ("mia", "mia_cv_acc", "pl_forget_acc")
+    out.update({f"test_{k}": test_metrics[k] for k in ("mia", "mia_cv_acc", "asr", "pl_forget_acc")
                 if test_metrics.get(k) is not None})
     out["test_objective"] = test_objective
     return out

@@ -90,7 +90,7 @@ def evaluate(runs: list, exp: Experiment, runtime: Runtime, cache_dir: str | Pat
     scorer = Scorer(originals, retrained)
     h, s = scorer.per_side, exp.train.seed
     shared = time.perf_counter() - started
-    details = {"experiment": exp.name, "forget": forget_label(exp), "n_models": n, "per_side": h,
+    details = {"experiment": exp.name, "forget": exp.forget.describe(), "n_models": n, "per_side": h,
                "bins": bin_count(h), "forget_examples": len(prepared.data.forget), "device": runtime.describe(),
                "rows": {}}
     rows = []
@@ -125,10 +125,6 @@ def evaluate(runs: list, exp: Experiment, runtime: Runtime, cache_dir: str | Pat
     return rows, details
 
 
-def forget_label(exp: Experiment) -> str:
-    if exp.forget.rule == "classes":
-        return f"classes {list(exp.forget.classes)}"
-    return f"a random {100 * exp.forget.fraction:g}% (forget seed {exp.forget.seed})"
 
 
 def label(r: dict) -> str:
