@@ -45,13 +45,15 @@ def run_epochs(
     on_epoch: EpochCallback | None = None,
     what: str = "training loss",
     before_step: Callable[[], None] | None = None,
+    after_step: Callable[[], None] | None = None,
     train_mode: bool = True,
     frozen: Sequence[nn.Module] = (),
 ) -> None:
     """The training loop every method shares: `epochs` passes over `batches()` (called once per
     epoch), minimising `loss_fn(batch)` under autocast; the scheduler steps per batch. The loss
     is synchronised once per epoch, not per step, and checked for divergence. `before_step`
-    runs between backward and the optimizer step (gradient masks and scaling). With
+    runs between backward and the optimizer step (gradient masks and scaling), `after_step`
+    after it (weights put back where they must not move). With
     `train_mode=False` the model trains in eval mode: BatchNorm uses and keeps its running
     statistics; the `frozen` sub-modules stay in eval mode either way."""
     for epoch in range(epochs):
@@ -68,6 +70,8 @@ def run_epochs(
             if before_step is not None:
                 before_step()
             optimizer.step()
+            if after_step is not None:
+                after_step()
             if scheduler is not None:
                 scheduler.step()
             total += loss.detach().float()
@@ -86,11 +90,11 @@ def train_epochs(model: nn.Module, part: Part, runtime: Runtime, *, epochs: int,
                  optimizer: torch.optim.Optimizer, scheduler=None, augment: bool = True,
                  label_smoothing: float = 0.0, on_epoch: EpochCallback | None = None,
                  what: str = "training loss", before_step: Callable[[], None] | None = None,
-                 frozen: Sequence[nn.Module] = ()) -> None:
+                 after_step: Callable[[], None] | None = None, frozen: Sequence[nn.Module] = ()) -> None:
     """Cross-entropy training on `part` (shuffled, augmented)."""
     run_epochs(model, runtime, epochs=epochs, batches=lambda: part.batches(batch_size, shuffle=True, augment=augment),
                loss_fn=cross_entropy(model, label_smoothing), optimizer=optimizer, scheduler=scheduler,
-               on_epoch=on_epoch, what=what, before_step=before_step, frozen=frozen)
+               on_epoch=on_epoch, what=what, before_step=before_step, after_step=after_step, frozen=frozen)
 
 
 def endless(part: Part, batch_size: int, augment: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
