@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from tune_unlearn.data import DATASETS, load_data, make_split, random_crop, random_flip
+from tune_unlearn.data.loaders import LOADERS
+from tune_unlearn.data.load import load_data
+from tune_unlearn.data.forget_rules import make_split
+from tune_unlearn.data.parts import random_crop, random_flip
 from tune_unlearn.errors import UserError
-from tune_unlearn.experiment import ForgetSpec, load_experiment
+from tune_unlearn.data.experiment import ForgetSpec, load_experiment
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -69,7 +72,7 @@ def test_random_crop_shifts_content_and_flip_mirrors():
 @pytest.mark.skipif(not FMNIST.is_dir(), reason="apt-get install dataset-fashion-mnist")
 def test_real_fashion_mnist_from_debian_files():
     exp = load_experiment("fmnist")
-    arrays = DATASETS["fmnist"].load(FMNIST, False, exp.dataset)
+    arrays = LOADERS["fmnist"](FMNIST, False, exp.dataset)
     assert arrays.x_train.shape == (60000, 1, 28, 28) and arrays.x_test.shape == (10000, 1, 28, 28)
     assert arrays.y_train.bincount().tolist() == [6000] * 10
     assert 0.0 <= arrays.x_train.min() and arrays.x_train.max() <= 1.0

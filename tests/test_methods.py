@@ -11,7 +11,7 @@ from tune_unlearn.errors import UserError
 from tune_unlearn.methods import get_method, method_names
 from tune_unlearn.methods.base import Context, UnlearnData
 from tune_unlearn.pipeline import run_method
-from tune_unlearn.search_space import find_space_file, method_space
+from tune_unlearn.search.space import find_space_file, method_space
 
 METHODS = method_names()
 
@@ -76,7 +76,7 @@ def test_a_tiny_run_gives_finite_metrics_and_repeats_exactly(prepared, name):
 @pytest.fixture(scope="module", params=["digits_mislabeled", "digits_backdoor"])
 def corrective(request, runtime, session_cache):
     """The tiny corrective experiments' data and references."""
-    from tune_unlearn.experiment import load_experiment
+    from tune_unlearn.data.experiment import load_experiment
     from tune_unlearn.pipeline import prepare
 
     from conftest import TINY

@@ -24,10 +24,10 @@ from pathlib import Path
 
 from .config import from_mapping, read_yaml
 from .errors import UserError
-from .experiment import Experiment, load_experiment
+from .data.experiment import Experiment, load_experiment
 from .methods import get_method, method_names
 from .methods.base import Method
-from .objective import Weights
+from .evaluation.objective import Weights
 
 
 @dataclass(frozen=True)

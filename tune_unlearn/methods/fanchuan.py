@@ -51,7 +51,7 @@ class Fanchuan(Method):
     def unlearn(self, model, data: UnlearnData, hp: dict, ctx: Context) -> dict:
         import torch
         import torch.nn.functional as F
-        from ..data import batch_count
+        from ..data.parts import batch_count
         from ..training import check_finite, endless, run_epochs, sgd
 
         bs, runtime = hp["batch_size"], ctx.runtime

@@ -31,7 +31,7 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING
 
-from ..scopes import SCOPES
+from .scopes import SCOPES
 from . import register
 from .base import Choice, Context, Float, Int, Method, UnlearnData
 
@@ -76,8 +76,8 @@ class GradientCollision(Method):
     def unlearn(self, model, data: UnlearnData, hp: dict, ctx: Context) -> dict:
         import torch
         import torch.nn.functional as F
-        from ..data import batch_count
-        from ..masking import maskable_names, scope_names
+        from ..data.parts import batch_count
+        from .masking import maskable_names, scope_names
         from ..training import cosine_schedule, endless, run_epochs, sgd
 
         params = dict(model.named_parameters())

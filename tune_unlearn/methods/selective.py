@@ -46,7 +46,7 @@ data augmentation, so the mask selects what the forget samples themselves rely o
 from __future__ import annotations
 
 from ..errors import UserError
-from ..scopes import SCOPES
+from .scopes import SCOPES
 from . import register
 from .base import Choice, Context, Float, Int, Method, UnlearnData
 
@@ -89,7 +89,7 @@ class SelectiveForgetting(Method):
 
     def unlearn(self, model, data: UnlearnData, hp: dict, ctx: Context) -> dict:
         import torch
-        from ..masking import CachedInputs, learn_mask, maskable_names, scope_names
+        from .masking import CachedInputs, learn_mask, maskable_names, scope_names
         from ..models import first_stage, prefix_modules
         from ..training import finetune, recalibrate_batchnorm
 

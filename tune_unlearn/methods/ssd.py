@@ -22,7 +22,7 @@ from .base import Context, Float, Int, Method, UnlearnData
 if TYPE_CHECKING:  # annotations only; torch is imported where it is used
     import torch
 
-    from ..data import Part
+    from ..data.parts import Part
     from ..runtime import Runtime
 
 

@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import NamedFiles, from_mapping, read_yaml
-from .errors import UserError, one_of
-from .experiment import DEFAULT_EXPERIMENT
-from .methods import get_method
-from .methods.base import HParam, Method
-from .objective import Weights
+from ..config import NamedFiles, from_mapping, read_yaml
+from ..errors import UserError, one_of
+from ..data.experiment import DEFAULT_EXPERIMENT
+from ..methods import get_method
+from ..methods.base import HParam, Method
+from ..evaluation.objective import Weights
 
 PARAM_TYPES = ("uniform", "loguniform", "int", "logint", "choice")
 
