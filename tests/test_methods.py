@@ -55,6 +55,13 @@ def test_hyperparameters_defaults_and_search_space_agree(name):
 
 
 @pytest.mark.parametrize("name", METHODS)
+def test_every_method_keeps_the_contract_outside_methods_are_held_to(name):
+    from tune_unlearn.methods.contract import contract_problems
+
+    assert contract_problems(type(get_method(name))) == []
+
+
+@pytest.mark.parametrize("name", METHODS)
 def test_unknown_hyperparameters_are_refused(name):
     with pytest.raises(UserError, match=f"unknown hyperparameter of method '{name}'"):
         get_method(name).resolve({"not_a_hyperparameter": 1})

@@ -52,9 +52,13 @@ def listing() -> str:
             lines.append(f"  {name:14s} {exp.description}")
         except UserError as exc:
             lines.append(f"  {name:14s} (invalid: {exc})")
-    lines.append("methods:")
+    lines.append("methods (installed ones from their packages; any other as --method package.module:Class):")
     for name in method_names():
-        method = get_method(name)
+        try:
+            method = get_method(name)
+        except UserError as exc:  # an installed method that breaks the contract
+            lines.append(f"  {name:14s} (invalid: {exc})")
+            continue
         lines.append(f"  {name}")
         for h in method.hparams:
             searched = "searched" if h.searched else "fixed   "

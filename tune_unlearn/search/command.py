@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             from ..data.load import load_data
 
             load_data(plan.experiment, "cpu", args.download)
-    info = start_ray(args)
+    info = start_ray(args, plan.method)
     resources = info["resources"]
     gpus = plan.gpus_per_trial
     if gpus is None:

@@ -7,6 +7,7 @@ import argparse
 import logging
 import math
 import os
+import sys
 from pathlib import Path
 
 from ..errors import UserError
@@ -19,7 +20,22 @@ os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's classic status table: one line per trial
 
 
-def start_ray(args: argparse.Namespace) -> dict:
+def unshipped_package(method_name: str) -> str | None:
+    """The folder of the top-level package that holds a method from outside tune_unlearn, where
+    it is not installed (not under site-packages): a cluster's workers get it from the driver.
+    A local Ray session needs nothing: its workers see the driver's working directory."""
+    module = type(get_method(method_name)).__module__
+    if module.startswith("tune_unlearn."):
+        return None
+    top = sys.modules[module.partition(".")[0]]
+    if not hasattr(top, "__path__"):
+        raise UserError(f"method {method_name!r}: a cluster ships methods from outside tune_unlearn as packages; "
+                        f"{top.__name__!r} is a single module: put it in a package or install it")
+    folder = Path(next(iter(top.__path__))).resolve()
+    return None if {"site-packages", "dist-packages"} & set(folder.parts) else str(folder)
+
+
+def start_ray(args: argparse.Namespace, method: str) -> dict:
     import ray
 
     if args.dashboard:
@@ -29,10 +45,12 @@ def start_ray(args: argparse.Namespace) -> dict:
             raise UserError("--dashboard needs the dashboard extra: pip install -e '.[dashboard]'")
     kwargs = {"logging_level": logging.WARNING, "log_to_driver": True, "ignore_reinit_error": True}
     if args.address:
-        # Ship this package to the cluster's workers, so every node runs the driver's code.
+        # Ship this package (and a method from outside it) to the cluster's workers, so every
+        # node runs the driver's code.
         import tune_unlearn
 
-        kwargs["runtime_env"] = {"py_modules": [str(Path(tune_unlearn.__file__).parent)]}
+        modules = [str(Path(tune_unlearn.__file__).parent), unshipped_package(method)]
+        kwargs["runtime_env"] = {"py_modules": [m for m in modules if m]}
     else:  # a running cluster was started with its own dashboard settings
         kwargs["include_dashboard"] = args.dashboard
         if args.dashboard:
