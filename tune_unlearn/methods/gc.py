@@ -1,5 +1,6 @@
 """Gradient Collision (Koh et al.: "Disposable Transfer Learning for Selective Source Task
-Unlearning", ICCV 2023): knowledge disposal of a source task after transfer learning.
+Unlearning", ICCV 2023): knowledge disposal of a source task after transfer learning. No
+public code accompanies the paper: the reference is its text.
 
 For `epochs` passes over the target (retain) set, each step minimises
 

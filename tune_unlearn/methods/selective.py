@@ -1,5 +1,7 @@
 """Selective destructive forgetting (Murakami, Shibata, Yamauchi: "Speeding up machine
-unlearning by selective destructive forgetting", the paper this project implements).
+unlearning by selective destructive forgetting", the paper this project implements; no public
+code accompanies it, so the reference is the paper, with Piggyback (Mallya et al. 2018) for the
+mask).
 
 1. Mask learning on the forget set only (Piggyback): every weight frozen, a real-valued mask
    per conv/linear weight initialised to `x_init`, binarised at `threshold`, trained with
