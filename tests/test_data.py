@@ -137,6 +137,16 @@ def test_imagefolder_tree_on_a_generated_fixture(tmp_path):
     assert x.shape == (4, 3, 32, 32) and y.shape == (4,)
     with pytest.raises(UserError, match="forget class 5 does not exist"):
         load_data(load_experiment("imagenet100", {"dataset.root": str(tmp_path), "forget.classes": [5]}))
+    # mislabeled: the forget samples stream with their wrong labels, their true ones beside them
+    wrong = load_data(load_experiment("imagenet100", {"dataset.root": str(tmp_path), "dataset.image_size": 32,
+                                                      "dataset.workers": 0, "forget.rule": "mislabeled",
+                                                      "forget.fraction": 0.2}))
+    streamed = torch.cat([y for _, y in wrong.forget.batches(4)])
+    true = torch.cat([y for _, y in wrong.forget_true.batches(4)])
+    assert torch.equal(streamed, wrong.forget.labels.cpu()) and (streamed != true).all()
+    assert torch.equal(torch.cat([y for _, y in wrong.retain.batches(8)]), data.train.labels[wrong.split.retain].cpu())
+    with pytest.raises(UserError, match="forget rule 'backdoor' stamps its trigger on in-memory images"):
+        load_experiment("imagenet100", {"forget.rule": "backdoor"})
 
 
 def test_validation_split_is_disjoint_stratified_and_seeded(tiny_experiment):
