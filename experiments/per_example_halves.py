@@ -18,10 +18,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tune_unlearn.cli import add_experiment_args, experiment_overrides  # noqa: E402
-from tune_unlearn.experiment import load_experiment  # noqa: E402
-from tune_unlearn.per_example.ensembles import Ensemble, reference_ensemble  # noqa: E402
-from tune_unlearn.per_example.quality import bin_count  # noqa: E402
-from tune_unlearn.per_example.rows import Scorer  # noqa: E402
+from tune_unlearn.data.experiment import load_experiment  # noqa: E402
+from tune_unlearn.commands.ensembles import Ensemble, reference_ensemble  # noqa: E402
+from tune_unlearn.evaluation.per_example.quality import bin_count  # noqa: E402
+from tune_unlearn.commands.per_example import Scorer  # noqa: E402
 from tune_unlearn.pipeline import prepare  # noqa: E402
 from tune_unlearn.files import default_cache_dir  # noqa: E402
 from tune_unlearn.runtime import make_runtime  # noqa: E402

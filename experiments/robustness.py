@@ -33,7 +33,7 @@ from tune_unlearn.cli import add_experiment_args, experiment_overrides, parse_as
 from tune_unlearn.config import parse_scalar  # noqa: E402
 from tune_unlearn.errors import UserError  # noqa: E402
 from tune_unlearn.files import default_cache_dir  # noqa: E402
-from tune_unlearn.objective import components, ensemble, objective  # noqa: E402
+from tune_unlearn.evaluation.objective import components, ensemble, objective  # noqa: E402
 from tune_unlearn.pipeline import prepare, run_method  # noqa: E402
 from tune_unlearn.run_config import resolve_run  # noqa: E402
 from tune_unlearn.runtime import make_runtime  # noqa: E402

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from tune_unlearn.experiment import load_experiment
+from tune_unlearn.data.experiment import load_experiment
 from tune_unlearn.pipeline import prepare
 from tune_unlearn.runtime import make_runtime
 

@@ -4,8 +4,9 @@ behaviour this project had before aligning them)."""
 import pytest
 import torch
 
-from tune_unlearn.data import TensorPart, load_data
-from tune_unlearn.experiment import load_experiment
+from tune_unlearn.data.parts import TensorPart
+from tune_unlearn.data.load import load_data
+from tune_unlearn.data.experiment import load_experiment
 from tune_unlearn.methods import get_method
 from tune_unlearn.methods.fanchuan import logit_similarity
 from tune_unlearn.pipeline import run_method
@@ -149,8 +150,8 @@ def test_fanchuan_similarity_stays_fp32_under_bf16_autocast():
 
 
 def test_the_relearning_probe_scores_on_the_forgotten_classes_held_out_samples(monkeypatch, runtime):
-    import tune_unlearn.leakage as leakage
-    from tune_unlearn.metrics import evaluate
+    import tune_unlearn.evaluation.leakage as leakage
+    from tune_unlearn.evaluation.metrics import evaluate
     from tune_unlearn.models import build_model
 
     exp = load_experiment("dtl_digits", {"model.width": 4, "leakage.epochs": 1})

@@ -62,6 +62,7 @@ REFUSED = [
     ("run", ["--experiment", "digits_backdoor", "--exp-set", "forget.trigger.size=9"],
      "forget.trigger.size must lie in 1..8 (the image side), got 9"),
     ("run", ["--exp-set", "forget.rule=poison"], "unknown forget rule"),
+    ("run", ["--method", "no_such_module:Nope"], "method 'no_such_module:Nope' cannot be loaded"),
     ("compare", ["--methods", "nope"], "unknown method 'nope'"),
     ("compare", ["--methods", "selective", "--weight", "cost=x"], "--weight"),
     ("export", ["some/run", "--top", "0"], "--top must be >= 1"),

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from conftest import TINY_ARGS
-from tune_unlearn.compare import main
+from tune_unlearn.commands.compare import main
 
 
 def rows(path):

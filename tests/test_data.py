@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from tune_unlearn.data import DATASETS, load_data, make_split, random_crop, random_flip
+from tune_unlearn.data.loaders import LOADERS
+from tune_unlearn.data.load import load_data
+from tune_unlearn.data.forget_rules import make_split
+from tune_unlearn.data.parts import random_crop, random_flip
 from tune_unlearn.errors import UserError
-from tune_unlearn.experiment import ForgetSpec, load_experiment
+from tune_unlearn.data.experiment import ForgetSpec, load_experiment
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -69,7 +72,7 @@ def test_random_crop_shifts_content_and_flip_mirrors():
 @pytest.mark.skipif(not FMNIST.is_dir(), reason="apt-get install dataset-fashion-mnist")
 def test_real_fashion_mnist_from_debian_files():
     exp = load_experiment("fmnist")
-    arrays = DATASETS["fmnist"].load(FMNIST, False, exp.dataset)
+    arrays = LOADERS["fmnist"](FMNIST, False, exp.dataset)
     assert arrays.x_train.shape == (60000, 1, 28, 28) and arrays.x_test.shape == (10000, 1, 28, 28)
     assert arrays.y_train.bincount().tolist() == [6000] * 10
     assert 0.0 <= arrays.x_train.min() and arrays.x_train.max() <= 1.0
@@ -134,6 +137,16 @@ def test_imagefolder_tree_on_a_generated_fixture(tmp_path):
     assert x.shape == (4, 3, 32, 32) and y.shape == (4,)
     with pytest.raises(UserError, match="forget class 5 does not exist"):
         load_data(load_experiment("imagenet100", {"dataset.root": str(tmp_path), "forget.classes": [5]}))
+    # mislabeled: the forget samples stream with their wrong labels, their true ones beside them
+    wrong = load_data(load_experiment("imagenet100", {"dataset.root": str(tmp_path), "dataset.image_size": 32,
+                                                      "dataset.workers": 0, "forget.rule": "mislabeled",
+                                                      "forget.fraction": 0.2}))
+    streamed = torch.cat([y for _, y in wrong.forget.batches(4)])
+    true = torch.cat([y for _, y in wrong.forget_true.batches(4)])
+    assert torch.equal(streamed, wrong.forget.labels.cpu()) and (streamed != true).all()
+    assert torch.equal(torch.cat([y for _, y in wrong.retain.batches(8)]), data.train.labels[wrong.split.retain].cpu())
+    with pytest.raises(UserError, match="forget rule 'backdoor' stamps its trigger on in-memory images"):
+        load_experiment("imagenet100", {"forget.rule": "backdoor"})
 
 
 def test_validation_split_is_disjoint_stratified_and_seeded(tiny_experiment):

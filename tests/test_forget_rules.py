@@ -5,12 +5,12 @@ import pytest
 import torch
 from torch import nn
 
-from tune_unlearn.data import load_data
+from tune_unlearn.data.load import load_data
 from tune_unlearn.errors import UserError
-from tune_unlearn.experiment import ForgetSpec, TriggerSpec, load_experiment
-from tune_unlearn.forget_rules import make_split, stamp, training_set
-from tune_unlearn.metrics import evaluate
-from tune_unlearn.objective import Weights, component_names, components, objective
+from tune_unlearn.data.experiment import ForgetSpec, TriggerSpec, load_experiment
+from tune_unlearn.data.forget_rules import make_split, stamp, training_set
+from tune_unlearn.evaluation.metrics import evaluate
+from tune_unlearn.evaluation.objective import Weights, component_names, components, objective
 
 LABELS = torch.arange(1000) % 10
 TINY = {"model.width": 4, "train.epochs": 2, "eval.batch_size": 512}
@@ -168,7 +168,7 @@ def test_new_components_enter_the_objective_with_their_weights():
 def test_a_corrective_original_depends_on_its_forget_set(tmp_path, runtime):
     """The original trains on D as the rule changed it: another forget seed is another model,
     while random forget sets keep sharing one original."""
-    from tune_unlearn.references import ReferenceCache
+    from tune_unlearn.evaluation.references import ReferenceCache
 
     cache = ReferenceCache(tmp_path)
     keys = {}

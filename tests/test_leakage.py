@@ -7,14 +7,14 @@ import torch
 from torch import nn
 
 from conftest import TINY, TINY_ARGS
-from tune_unlearn.compare import main as compare_main
+from tune_unlearn.commands.compare import main as compare_main
 from tune_unlearn.errors import UserError
-from tune_unlearn.data import TensorPart
-from tune_unlearn.experiment import LeakageSpec, load_experiment
-from tune_unlearn.leakage import attack_split, relearn_accuracy
+from tune_unlearn.data.parts import TensorPart
+from tune_unlearn.data.experiment import LeakageSpec, load_experiment
+from tune_unlearn.evaluation.leakage import attack_split, relearn_accuracy
 from tune_unlearn.methods.gc import gradient_collision
-from tune_unlearn.objective import components
-from tune_unlearn.run import main as run_main
+from tune_unlearn.evaluation.objective import components
+from tune_unlearn.commands.run import main as run_main
 
 class TwoLayer(nn.Module):
     """The smallest network the attack applies to: a feature layer and a classifier `fc`."""

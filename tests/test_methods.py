@@ -11,7 +11,7 @@ from tune_unlearn.errors import UserError
 from tune_unlearn.methods import get_method, method_names
 from tune_unlearn.methods.base import Context, UnlearnData
 from tune_unlearn.pipeline import run_method
-from tune_unlearn.search_space import find_space_file, method_space
+from tune_unlearn.search.space import find_space_file, method_space
 
 METHODS = method_names()
 
@@ -55,6 +55,13 @@ def test_hyperparameters_defaults_and_search_space_agree(name):
 
 
 @pytest.mark.parametrize("name", METHODS)
+def test_every_method_keeps_the_contract_outside_methods_are_held_to(name):
+    from tune_unlearn.methods.contract import contract_problems
+
+    assert contract_problems(type(get_method(name))) == []
+
+
+@pytest.mark.parametrize("name", METHODS)
 def test_unknown_hyperparameters_are_refused(name):
     with pytest.raises(UserError, match=f"unknown hyperparameter of method '{name}'"):
         get_method(name).resolve({"not_a_hyperparameter": 1})
@@ -76,7 +83,7 @@ def test_a_tiny_run_gives_finite_metrics_and_repeats_exactly(prepared, name):
 @pytest.fixture(scope="module", params=["digits_mislabeled", "digits_backdoor"])
 def corrective(request, runtime, session_cache):
     """The tiny corrective experiments' data and references."""
-    from tune_unlearn.experiment import load_experiment
+    from tune_unlearn.data.experiment import load_experiment
     from tune_unlearn.pipeline import prepare
 
     from conftest import TINY

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tune_unlearn.metrics import forget_test_attack, member_rate, sample_losses
+from tune_unlearn.evaluation.metrics import forget_test_attack, member_rate, sample_losses
 from tune_unlearn.training import Diverged
 
 

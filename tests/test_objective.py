@@ -7,7 +7,7 @@ from torch import nn
 
 from tune_unlearn.cost import CostMeter
 from tune_unlearn.errors import UserError
-from tune_unlearn.objective import FLOOR, Weights, components, ensemble, leave_one_out, score
+from tune_unlearn.evaluation.objective import FLOOR, Weights, components, ensemble, leave_one_out, score
 
 RETRAINED = [  # three retrained models on the validation split; the forgotten class is never predicted
     {"retain_acc": 99.0, "forget_acc": 0.0, "val_acc": 97.0, "mia": 10.0, "time_s": 9.0, "cost": 1000},

@@ -11,13 +11,13 @@ import pytest
 import torch
 
 from conftest import TINY_ARGS, tiny_args
-from tune_unlearn.compare import main as compare_main
-from tune_unlearn.per_example import COLUMNS
-from tune_unlearn.per_example import ensembles as ens
-from tune_unlearn.per_example.lira import LiRA
-from tune_unlearn.per_example.quality import (EPSILON_CAP, bin_count, epsilon_table, example_epsilon, example_scores,
-                                              forget_quality, logit_confidence)
-from tune_unlearn.per_example.rows import Scorer, markdown, write
+from tune_unlearn.commands.compare import main as compare_main
+from tune_unlearn.commands import ensembles as ens
+from tune_unlearn.commands.per_example import COLUMNS
+from tune_unlearn.evaluation.per_example.lira import LiRA
+from tune_unlearn.evaluation.per_example.quality import EPSILON_CAP, bin_count, epsilon_table, example_epsilon
+from tune_unlearn.evaluation.per_example.quality import example_scores, forget_quality, logit_confidence
+from tune_unlearn.commands.per_example import Scorer, markdown, write
 from tune_unlearn.run_config import resolve_run
 
 
@@ -102,7 +102,7 @@ def _count(monkeypatch, module, name):
 
 
 def test_ensembles_are_cached_and_grow(prepared, tmp_path, monkeypatch):
-    import tune_unlearn.references as references
+    import tune_unlearn.evaluation.references as references
 
     trained = _count(monkeypatch, references, "train_recipe")
     unlearned = _count(monkeypatch, ens, "run_method")
@@ -127,7 +127,7 @@ def test_ensembles_are_cached_and_grow(prepared, tmp_path, monkeypatch):
 
 
 def test_the_retrained_ensemble_extends_the_references(prepared, session_cache, monkeypatch):
-    import tune_unlearn.references as references
+    import tune_unlearn.evaluation.references as references
 
     trained = _count(monkeypatch, references, "train_recipe")
     retrained, _ = ens.reference_ensemble(prepared, session_cache, "retrain", 3, lambda m: None)
@@ -158,7 +158,7 @@ def test_rows_score_every_ensemble_against_the_same_reference(tmp_path):
     assert scorer.quality(bad.matrix())[0] == 0.0 < f_good
     assert scorer.quality(good.matrix()[:2])[0] is None  # fewer models than a half
 
-    from tune_unlearn.per_example.rows import row
+    from tune_unlearn.commands.per_example import row
 
     rows = [row("good", "default", good, f_good, scorer.lira.evaluate(good.matrix()), scorer, good.retain_acc,
                 good.test_acc, 0.1)]

@@ -7,7 +7,7 @@ from tune_unlearn.files import atomic_write
 
 
 def _count_training(monkeypatch):
-    import tune_unlearn.references as references
+    import tune_unlearn.evaluation.references as references
 
     calls = []
     real = references.train_recipe

@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 
-from tune_unlearn.compare import main as compare_main
-from tune_unlearn.report import main as report_main
+from tune_unlearn.commands.compare import main as compare_main
+from tune_unlearn.commands.report import main as report_main
 
 
 def references(html_file: Path) -> list[str]:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import TINY_ARGS
-from tune_unlearn.run import main
+from tune_unlearn.commands.run import main
 
 REPO = Path(__file__).resolve().parent.parent
 FAST = [*TINY_ARGS, "--set", "mask_epochs=2", "--set", "ft_epochs=1"]

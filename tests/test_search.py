@@ -18,9 +18,9 @@ import yaml
 
 from conftest import search_args, space_file
 from tune_unlearn import search
-from tune_unlearn.export import main as export_main
-from tune_unlearn.report import main as report_main
-from tune_unlearn.run import main as run_main
+from tune_unlearn.commands.export import main as export_main
+from tune_unlearn.commands.report import main as report_main
+from tune_unlearn.commands.run import main as run_main
 
 REPO = Path(__file__).resolve().parent.parent
 COMPONENTS = ("retain_gap", "forget_gap", "heldout_gap", "mia_gap", "cost_ratio")
@@ -159,7 +159,7 @@ def test_bad_input_stops_before_ray_starts(tmp_path, capsys, monkeypatch):
     def no_ray(*args, **kwargs):
         raise AssertionError("Ray must not start on bad input")
 
-    monkeypatch.setattr(search, "start_ray", no_ray)
+    monkeypatch.setattr(search.command, "start_ray", no_ray)
     cases = [
         (["--space", "nope"], "unknown search space 'nope'"),
         (["--space", "default", "--method", "other"], "unknown method 'other'"),

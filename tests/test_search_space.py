@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from tune_unlearn.errors import UserError
-from tune_unlearn.search_space import available_spaces, load_space, method_space
+from tune_unlearn.search.space import available_spaces, load_space, method_space
 
 BASE = {"method": "selective", "params": {"lam": {"type": "loguniform", "low": 1e-9, "high": 1e-3}}}
 

@@ -3,7 +3,7 @@ space, the sampler is seeded, and finished trials feed the study."""
 
 from ray.tune.search.optuna import OptunaSearch
 
-from tune_unlearn.search_space import load_space
+from tune_unlearn.search.space import load_space
 
 
 def make(seed, metric="objective", mode="max"):
@@ -61,7 +61,7 @@ def test_a_restored_searcher_does_not_enqueue_its_start_point_twice_into_a_store
     opens the stored study and would enqueue the start point again), then its saved state."""
     import optuna
 
-    from tune_unlearn.study import StudySearch, open_storage
+    from tune_unlearn.search.study import StudySearch, open_storage
 
     space = load_space("default")
     from tune_unlearn.methods import get_method

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from tune_unlearn.errors import UserError
-from tune_unlearn.masking import maskable_names, scope_names
+from tune_unlearn.methods.masking import maskable_names, scope_names
 from tune_unlearn.methods import get_method
 from tune_unlearn.methods.base import Context, UnlearnData
 from tune_unlearn.pipeline import run_method
@@ -10,7 +10,7 @@ from tune_unlearn.pipeline import run_method
 
 def _unlearn(prepared, runtime, monkeypatch, **hp):
     """Run the selective method's mask + decay (no fine-tuning) and return (before, after, mask)."""
-    import tune_unlearn.masking as masking  # the selective method imports learn_mask from it when it runs
+    import tune_unlearn.methods.masking as masking  # the selective method imports learn_mask from it when it runs
 
     captured = {}
     real_learn = masking.learn_mask
@@ -86,7 +86,7 @@ def test_a_full_run_reports_per_epoch_states_and_the_mask_history(prepared):
 def test_cached_prefix_mask_learning_selects_what_the_full_network_would(prepared, runtime, scope):
     """mask_scope=scope learns from cached activations through the scope alone; masking the same
     weights inside the full network (same seed, same data) selects the same entries."""
-    from tune_unlearn.masking import CachedInputs, learn_mask
+    from tune_unlearn.methods.masking import CachedInputs, learn_mask
     from tune_unlearn.models import first_stage
 
     names = scope_names(maskable_names(prepared.model()), scope)

@@ -11,8 +11,8 @@ from typing import Callable
 
 from .config import parse_scalar
 from .errors import Diverged, UserError
-from .experiment import DEFAULT_EXPERIMENT
-from .objective import Weights
+from .data.experiment import DEFAULT_EXPERIMENT
+from .evaluation.objective import Weights
 
 
 # How the running command is called in usage lines: `python -m tune_unlearn.<module>`, or

@@ -4,7 +4,6 @@ directory, atomic writes, progress lines on stderr."""
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from pathlib import Path
 from typing import Callable

@@ -14,7 +14,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
 from .errors import UserError
-from .experiment import ModelSpec
+from .data.experiment import ModelSpec
 
 
 # The network as a sequence of stages: `forward(x, start=...)` runs the stages from `start` on,

@@ -15,16 +15,16 @@ from typing import Callable
 
 from torch import nn
 
-from .data import ExperimentData, load_data
-from .experiment import Experiment
+from .data.load import ExperimentData, load_data
+from .data.experiment import Experiment
 from .methods import get_method
 from .methods.base import Context, Method, UnlearnData
-from .metrics import SPLITS, evaluate
+from .evaluation.metrics import SPLITS, evaluate
 from .models import build_model
-from .objective import Weights, score
+from .evaluation.objective import Weights, score
 from .progress_bar import Progress
 from .files import log_stderr
-from .references import References, prepare_references
+from .evaluation.references import References, prepare_references
 from .runtime import Runtime, Stopwatch, seed_everything
 
 

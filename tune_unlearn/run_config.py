@@ -24,10 +24,10 @@ from pathlib import Path
 
 from .config import from_mapping, read_yaml
 from .errors import UserError
-from .experiment import Experiment, load_experiment
+from .data.experiment import Experiment, load_experiment
 from .methods import get_method, method_names
 from .methods.base import Method
-from .objective import Weights
+from .evaluation.objective import Weights
 
 
 @dataclass(frozen=True)
@@ -66,9 +66,11 @@ def resolve_run(method: str, experiment: str, experiment_overrides: dict, *hpara
     Hyperparameters: method defaults < experiment's method_defaults < each layer in order."""
     method_obj = get_method(method)
     exp = load_experiment(experiment, experiment_overrides)
-    unknown = [m for m in exp.method_defaults if m not in method_names()]
-    if unknown:
-        raise UserError(f"experiment {exp.name!r}: method_defaults names unknown method {unknown[0]!r}; "
-                        f"allowed: {', '.join(method_names())}")
+    for name in exp.method_defaults:
+        try:
+            get_method(name)
+        except UserError:
+            raise UserError(f"experiment {exp.name!r}: method_defaults names unknown method {name!r}; "
+                            f"allowed: {', '.join(method_names())}") from None
     hparams = method_obj.resolve(exp.method_defaults.get(method, {}), *hparam_layers)
     return ResolvedRun(exp, method_obj, hparams, weights or Weights(), seed)

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import Part, batch_count
-from .experiment import TrainSpec
+from .data.parts import Part, batch_count
+from .data.experiment import TrainSpec
 from .runtime import Runtime
 
 EpochCallback = Callable[[int, dict], None]  # (epoch index from 0, {"loss": ...})

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from ..config import parse_scalar
 from ..errors import UserError, one_of
-from ..experiment import TrainSpec
+from ..data.experiment import TrainSpec
 
 if TYPE_CHECKING:  # annotations only: see above
     from torch import nn
 
-    from ..data import Part
+    from ..data.parts import Part
     from ..runtime import Runtime
 
 

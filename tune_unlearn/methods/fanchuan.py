@@ -1,19 +1,29 @@
-"""Fanchuan: the first place of the NeurIPS 2023 machine unlearning competition (Kaggle; see
-Triantafillou et al. 2024, "Are we making progress in unlearning?").
+"""Fanchuan: a top entry of the NeurIPS 2023 machine unlearning competition (Kaggle discussion
+458721, titled "2nd place solution" on the private leaderboard; see Triantafillou et al. 2024,
+"Are we making progress in unlearning?"), as DeepUnlearn ports it: xcadet/deepunlearn @
+6830ff6, munl/unlearning/kgltop1.py (`kgltop1`). The notebook itself was not retrievable; its
+write-up agrees with the port on every value below.
 
 1. One pass over D_f pushing the softmax towards uniform: minimise KL(uniform || softmax)
-   (SGD, lr `kl_lr` = 5e-3, momentum 0.9).
+   (SGD, lr `kl_lr` = 5e-3, momentum 0.9, no schedule).
 2. `epochs` (8) rounds of: a contrastive pass over D_f, each forget batch against a retain
-   batch, minimising -mean(log_softmax(f(x_f) f(x_r)^T / `temperature`)) on logits with the
-   retain side detached (SGD, lr `contrast_lr` = 3e-4, momentum 0.9, cosine to 1e-6 over all
-   contrastive steps); then one cross-entropy epoch on D_r (SGD, lr `retain_lr` * batch/64,
-   momentum 0.9, weight decay 1e-2).
+   batch, minimising -mean(log_softmax(z_f z_r^T / `temperature`)) over the network's output
+   logits z with the retain side detached (SGD, lr `contrast_lr` = 3e-4, momentum 0.9, cosine
+   to 1e-6 stepped over the contrastive steps only); then one cross-entropy epoch on D_r (SGD,
+   lr `retain_lr` * batch/64, momentum 0.9, weight decay 1e-2, constant).
+Three optimisers, their momentum kept from round to round; batch 256 for every stage; train
+mode throughout, so BatchNorm statistics move in every pass.
 
-Follows the competition code as DeepUnlearn ported it (`kgltop1`: batch 256 for every stage;
-train mode throughout). The similarity matrix is computed in fp32 with autocast off: under bf16
-autocast a matmul is cast back to bf16 even from fp32 inputs, and on logits of a few hundred
-that costs several units per entry. Departure: the retain epochs use the experiment's
-augmentation, as every fine-tuning step in this project does.
+The similarity matrix is computed in fp32 with autocast off: under bf16 autocast a matmul is
+cast back to bf16 even from fp32 inputs, and on logits of a few hundred that costs several
+units per entry (the reference runs fp32).
+
+Departures, and their likely effect:
+- The retain epochs use the experiment's augmentation (the reference's loaders use the test
+  transform): slightly slower to fit D_r, slightly better held-out accuracy.
+- The retain partners of the contrastive steps come from one endless shuffled stream, where the
+  reference pairs each round's forget batches with the first batches of a fresh permutation of
+  D_r: the same distribution of pairs.
 """
 
 from __future__ import annotations
@@ -51,7 +61,7 @@ class Fanchuan(Method):
     def unlearn(self, model, data: UnlearnData, hp: dict, ctx: Context) -> dict:
         import torch
         import torch.nn.functional as F
-        from ..data import batch_count
+        from ..data.parts import batch_count
         from ..training import check_finite, endless, run_epochs, sgd
 
         bs, runtime = hp["batch_size"], ctx.runtime

@@ -2,8 +2,11 @@
 literature, e.g. Warnecke et al. 2023, Golatkar et al. 2020): forgetting happens only through
 catastrophic forgetting of what D_r does not support. It never reads the forget set.
 
-As usual: SGD (momentum 0.9, weight decay 5e-4), cosine decay from `lr`, the recipe's batch
-size and augmentation.
+SGD (momentum 0.9, weight decay 5e-4), cosine decay from `lr` over the epochs, stepped per
+batch, the recipe's batch size and augmentation. DeepUnlearn's baseline (xcadet/deepunlearn @
+6830ff6, munl/unlearning/finetune.py) differs, with the likely effect: lr 0.1 and batch 256 (a
+larger step, more forgetting and more damage at the same epochs), the cosine stepped per epoch,
+no augmentation; it tunes these with Optuna, as the `finetune` space here does.
 """
 
 from __future__ import annotations

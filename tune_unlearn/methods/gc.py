@@ -1,5 +1,6 @@
 """Gradient Collision (Koh et al.: "Disposable Transfer Learning for Selective Source Task
-Unlearning", ICCV 2023): knowledge disposal of a source task after transfer learning.
+Unlearning", ICCV 2023): knowledge disposal of a source task after transfer learning. No
+public code accompanies the paper: the reference is its text.
 
 For `epochs` passes over the target (retain) set, each step minimises
 
@@ -31,7 +32,7 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING
 
-from ..scopes import SCOPES
+from .scopes import SCOPES
 from . import register
 from .base import Choice, Context, Float, Int, Method, UnlearnData
 
@@ -76,8 +77,8 @@ class GradientCollision(Method):
     def unlearn(self, model, data: UnlearnData, hp: dict, ctx: Context) -> dict:
         import torch
         import torch.nn.functional as F
-        from ..data import batch_count
-        from ..masking import maskable_names, scope_names
+        from ..data.parts import batch_count
+        from .masking import maskable_names, scope_names
         from ..training import cosine_schedule, endless, run_epochs, sgd
 
         params = dict(model.named_parameters())

@@ -1,17 +1,27 @@
-"""Kookmin: the second place of the NeurIPS 2023 machine unlearning competition (Kaggle; see
-Triantafillou et al. 2024, "Are we making progress in unlearning?").
+"""Kookmin: a top entry of the NeurIPS 2023 machine unlearning competition (Kaggle discussion
+459200, titled "3rd place solution"; see Triantafillou et al. 2024, "Are we making progress in
+unlearning?"), as DeepUnlearn ports it: xcadet/deepunlearn @ 6830ff6,
+munl/unlearning/kgltop2.py (`kgltop2`; the write-up gives no learning rate, epochs or batch
+size, so those are DeepUnlearn's).
 
-1. Accumulate gradients of +CE on a random retain subset as large as D_f and of -CE on D_f.
+1. Accumulate gradients of +CE on a random retain subset as large as D_f and of -CE on D_f
+   (mean-reduced per batch, summed over batches).
 2. In every conv layer, re-initialise (Kaiming normal, fan_out) the `reinit_fraction` (30%) of
-   weights with the smallest |gradient|: the weights neither set needs.
-3. Fine-tune on D_r for `epochs` (5): SGD (lr `lr`, momentum 0.9, weight decay 5e-4), the
-   learning rate warming up linearly for half the epochs, then decaying linearly, with the
+   weights with the smallest |gradient|, chosen per layer: the weights neither set needs.
+3. Fine-tune on D_r for `epochs` (5): SGD (lr `lr` = 1e-3, momentum 0.9, weight decay 5e-4),
+   batch 64, the learning rate warming up linearly for half the epochs, then decaying
+   linearly, stepped per epoch (at 5 epochs: 1/3, 2/3, 1, 2/3, 1/3 of `lr`), with the loss
    gradients of conv weights scaled by 1 where re-initialised and `other_grad_scale` (0.1)
-   elsewhere.
+   elsewhere (weight decay acts on all of them in full, as in the reference).
 
-Follows the competition code as DeepUnlearn ported it (batch 64). Departures: the gradients
-of step 1 are taken in eval mode, so the forget data does not move BatchNorm statistics; the
-fine-tuning uses the experiment's augmentation.
+Departures, and their likely effect:
+- The gradients of step 1 are taken in eval mode; the reference runs them in train mode,
+  where the forget batches also shift BatchNorm's running statistics (the write-up is silent):
+  ours leaves the original's statistics for fine-tuning to adjust.
+- The fine-tuning uses the experiment's augmentation (the reference's loaders use the test
+  transform): slightly slower to fit D_r.
+- The write-up says the 30% is chosen "globally"; the port, like DeepUnlearn's, chooses it per
+  layer.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Retraining from scratch on the retain set with the experiment's own recipe: the gold
 standard every method is compared with, run as a method so that its time and metrics are
-measured exactly like the others'. It never reads the forget set.
+measured exactly like the others'. It never reads the forget set. (DeepUnlearn's `naive`,
+xcadet/deepunlearn @ 6830ff6, munl/unlearning/naive.py, is the same idea with its own recipe.)
 
 `epoch_fraction` < 1 retrains for that share of the recipe's epochs (a cheaper "retrain"
 baseline); at 1.0 with run seed = the recipe's seed it reproduces the cached reference.

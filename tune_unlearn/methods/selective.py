@@ -1,5 +1,7 @@
 """Selective destructive forgetting (Murakami, Shibata, Yamauchi: "Speeding up machine
-unlearning by selective destructive forgetting", the paper this project implements).
+unlearning by selective destructive forgetting", the paper this project implements; no public
+code accompanies it, so the reference is the paper, with Piggyback (Mallya et al. 2018) for the
+mask).
 
 1. Mask learning on the forget set only (Piggyback): every weight frozen, a real-valued mask
    per conv/linear weight initialised to `x_init`, binarised at `threshold`, trained with
@@ -46,7 +48,7 @@ data augmentation, so the mask selects what the forget samples themselves rely o
 from __future__ import annotations
 
 from ..errors import UserError
-from ..scopes import SCOPES
+from .scopes import SCOPES
 from . import register
 from .base import Choice, Context, Float, Int, Method, UnlearnData
 
@@ -89,7 +91,7 @@ class SelectiveForgetting(Method):
 
     def unlearn(self, model, data: UnlearnData, hp: dict, ctx: Context) -> dict:
         import torch
-        from ..masking import CachedInputs, learn_mask, maskable_names, scope_names
+        from .masking import CachedInputs, learn_mask, maskable_names, scope_names
         from ..models import first_stage, prefix_modules
         from ..training import finetune, recalibrate_batchnorm
 

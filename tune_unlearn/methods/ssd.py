@@ -1,15 +1,22 @@
 """Selective Synaptic Dampening (Foster, Schoepf, Brintrup: "Fast Machine Unlearning Without
 Retraining Through Selective Synaptic Dampening", AAAI 2024). The closest relative of the
 selective decay step of the paper this project implements, and very fast: no fine-tuning.
+Follows if-loops/selective-synaptic-dampening @ cdfdc0e (src/ssd.py `ParameterPerturber`,
+unchanged since 1a7db5b; the driver src/forget_full_class_strategies.py `ssd_tuning`: the
+random-forgetting driver has the same logic but fails at that commit).
 
-1. Diagonal Fisher importances: the mean over batches of the squared gradient of the
-   cross-entropy, on all of D (I_D) and on D_f (I_f).
-2. Where I_f > `alpha` * I_D, multiply the parameter by min(`beta` * I_D / I_f, 1).
+1. Diagonal Fisher importances: for every parameter (BatchNorm's included), the squared
+   gradient of the mean cross-entropy of each batch, averaged over the batches, in eval mode,
+   unshuffled and unaugmented; on all of D = D_r + D_f (I_D) and on D_f (I_f).
+2. Where I_f > `alpha` * I_D (strictly), multiply the element by min(`beta` * I_D / I_f, 1);
+   everything else is left as it is, and nothing is trained.
 
-As in the reference code (`ssd_tuning` in if-loops/selective-synaptic-dampening), every
-parameter is considered (BatchNorm included), the gradients are taken in eval mode, the
-importances are squared mean-reduced batch gradients averaged over batches (batch 128), and
-alpha (selection weighting) is 10 and beta (dampening constant) 1. No known departure.
+`beta` is the paper's and the code's dampening constant lambda (the paper's beta is the
+per-element factor it yields); alpha (selection weighting) 10 and lambda 1 are the reference's
+setting for ResNet-18 on CIFAR (its ViT runs use alpha 5 or 25). Batch 128, as its random-
+forgetting script (its class-forgetting scripts use 64): the importances are means over
+batches, so the batch size changes them only through the noise of each batch's gradient. No
+other known departure.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from .base import Context, Float, Int, Method, UnlearnData
 if TYPE_CHECKING:  # annotations only; torch is imported where it is used
     import torch
 
-    from ..data import Part
+    from ..data.parts import Part
     from ..runtime import Runtime
 
 

@@ -29,10 +29,10 @@ import torch
 
 from ..pipeline import Prepared, run_method
 from ..files import atomic_write
-from ..references import ReferenceCache, digest, forget_key
+from ..evaluation.references import ReferenceCache, digest, forget_key
 from ..run_config import ResolvedRun
 from ..training import Diverged, predict
-from .quality import logit_confidence
+from ..evaluation.per_example.quality import logit_confidence
 
 OUTPUTS_FORMAT = 1
 

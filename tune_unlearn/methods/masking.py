@@ -18,11 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .data import Part, batch_count
-from .runtime import Runtime
-from .training import check_finite
+from ..data.parts import Part, batch_count
+from ..runtime import Runtime
+from ..training import check_finite
 
-from .scopes import SCOPES  # noqa: E402  (re-exported: the scope names live without torch)
 _SCOPE_PARTS = ("conv1", "layer1", "layer2", "layer3", "layer4", "fc")
 
 

@@ -23,16 +23,17 @@ bounds, and ranges that let an ordered pair (threshold <= x_init) be violated.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import NamedFiles, from_mapping, read_yaml
-from .errors import UserError, one_of
-from .experiment import DEFAULT_EXPERIMENT
-from .methods import get_method
-from .methods.base import HParam, Method
-from .objective import Weights
+from ..config import NamedFiles, from_mapping, read_yaml
+from ..errors import UserError, one_of
+from ..data.experiment import DEFAULT_EXPERIMENT
+from ..methods import get_method
+from ..methods.base import HParam, Method
+from ..evaluation.objective import Weights
 
 PARAM_TYPES = ("uniform", "loguniform", "int", "logint", "choice")
 
@@ -130,12 +131,29 @@ def load_space(name_or_path: str) -> SearchSpace:
     return validate_space(raw, path.stem, path.name)
 
 
+def beside(method: Method) -> Path | None:
+    """A method from outside the package: `<its class's name>.yaml` next to its module file."""
+    module = sys.modules.get(type(method).__module__)
+    if module is None or not getattr(module, "__file__", None) or type(method).__module__.startswith("tune_unlearn."):
+        return None
+    path = Path(module.__file__).with_name(f"{type(method).name}.yaml")
+    return path if path.is_file() else None
+
+
 def method_space(method_name: str) -> SearchSpace:
     """A method's own space: `search_spaces/<method>.yaml`, or `default.yaml` when that is the
-    method's (selective), else the ranges the method declares (searched ones searched, the
-    rest at their defaults)."""
+    method's (selective); for a method from outside the package, `<name>.yaml` beside its module
+    (its `method:` key may be left out); else the ranges the method declares (searched ones
+    searched, the rest at their defaults)."""
     method = get_method(method_name)
-    if find_space_file(method_name) is not None:
+    outside = beside(method)
+    if outside is not None:
+        data = read_yaml(outside)
+        if data.get("method", method_name) not in (method_name, type(method).name):
+            raise UserError(f"{outside}: method {data['method']!r} is not {method_name!r}")
+        raw = from_mapping(SpaceFile, {**data, "method": method_name}, outside.name)
+        return validate_space(raw, type(method).name, str(outside))
+    if ":" not in method_name and find_space_file(method_name) is not None:
         return load_space(method_name)
     if find_space_file("default") is not None:
         default = load_space("default")

@@ -34,11 +34,11 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from .data import ExperimentData
-from .experiment import LeakageSpec
+from ..data.load import ExperimentData
+from ..data.experiment import LeakageSpec
 from .leakage import relearn_accuracies
-from .runtime import Runtime
-from .training import Diverged, predict
+from ..runtime import Runtime
+from ..training import Diverged, predict
 
 SPLITS = ("val", "test")  # trials are scored on val; test is for final numbers
 # The measures of one split's evaluation, with `val_acc` standing for the split's accuracy

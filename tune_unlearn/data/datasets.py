@@ -1,11 +1,10 @@
 """The data sets an experiment may name and what they are, without torch (so that experiments
-validate before torch loads). How each is read: data.LOADERS."""
+validate before torch loads). How each is read: loaders.LOADERS (ImageFolder trees: load.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 DEFAULT_DOWNLOAD_ROOT = Path.home() / ".cache" / "tune_unlearn" / "data"
 
@@ -18,14 +17,6 @@ class DatasetInfo:
     default_root: Path | None
     install_hint: str
     side: int | None = None  # image side in pixels (None: ImageFolder trees, dataset.image_size or 224)
-
-    @property
-    def load(self) -> Callable | None:
-        """Small data sets: (root, download, spec) -> Arrays (data.LOADERS; imports torch)."""
-        from .data import LOADERS
-
-        return LOADERS.get(self.name)
-
 
 DATASETS: dict[str, DatasetInfo] = {
     "digits": DatasetInfo("digits", 10, 1, None, "it ships with scikit-learn", 8),

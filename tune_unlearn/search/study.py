@@ -16,8 +16,8 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-from .export import STUDY_FILE
-from .files import sqlite_url
+from .results import STUDY_FILE
+from ..files import sqlite_url
 
 
 def storage_url(run_dir: str | Path) -> str:

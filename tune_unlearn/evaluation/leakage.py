@@ -27,10 +27,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .data import Part
-from .experiment import LeakageSpec
-from .masking import learn_mask, maskable_names, masked_accuracy
-from .runtime import Runtime
+from ..data.parts import Part
+from ..data.experiment import LeakageSpec
+from ..methods.masking import learn_mask, maskable_names, masked_accuracy
+from ..runtime import Runtime
 
 
 def attack_split(forget: Part, spec: LeakageSpec, others: Part | None = None) -> tuple[Part, Part]:

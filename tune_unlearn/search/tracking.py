@@ -17,8 +17,8 @@ from pathlib import Path
 
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 
-from .export import MLFLOW_FILE
-from .files import sqlite_url
+from .results import MLFLOW_FILE
+from ..files import sqlite_url
 
 ARTIFACTS = "mlartifacts"
 

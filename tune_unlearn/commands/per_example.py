@@ -1,6 +1,12 @@
-"""One row per ensemble: forgetting quality, the competition's score and the attack, written to
-per_example.csv (the table) and per_example.json (the per-example epsilons and ROC curves
-the report draws) in compare's output directory.
+"""`compare --per-example N`: per-example evaluation from ensembles of N models (ensembles.py)
+with the statistics of evaluation/per_example/ (the competition's forgetting quality, a
+likelihood-ratio attack). One row per ensemble: forgetting quality, the competition's score and
+the attack, written to per_example.csv (the table) and per_example.json (the per-example
+epsilons and ROC curves the report draws) in compare's output directory.
+
+Cost: besides the comparison it trains N - 1 original models and N - K retrained models (K:
+the references' own) once, and runs every method N times; all of it is cached, so a rerun or a
+larger N only adds what is missing.
 
 Every row is measured against the same retrained models. The N retrained models are split in
 halves of h = N // 2: the first half is the reference every F is computed against; the
@@ -24,14 +30,14 @@ from typing import Callable
 
 import numpy as np
 
-from ..experiment import Experiment
+from ..data.experiment import Experiment
 from ..pipeline import prepare
 from ..files import atomic_write, atomic_write_text, log_stderr
 from ..runtime import Runtime
 from .ensembles import Ensemble, reference_ensemble, unlearned_ensemble
-from .limits import MIN_MODELS
-from .lira import Attack, LiRA
-from .quality import bin_count, competition_score, forget_quality
+from ..evaluation.per_example.limits import MIN_MODELS
+from ..evaluation.per_example.lira import Attack, LiRA
+from ..evaluation.per_example.quality import bin_count, competition_score, forget_quality
 
 COLUMNS = ["method", "config", "forget_quality", "competition_score", "lira_auc", "lira_tpr_at_1fpr",
            "lira_tpr_at_01fpr", "n_models", "seconds"]

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .config import NamedFiles, from_mapping, read_yaml, replace_path
-from .errors import UserError, one_of
+from ..config import NamedFiles, from_mapping, read_yaml, replace_path
+from ..errors import UserError, one_of
 
 @dataclass(frozen=True)
 class DatasetSpec:

@@ -34,15 +34,15 @@ from typing import Callable
 
 import torch
 
-from .data import ExperimentData
-from .progress_bar import Progress
-from .files import atomic_write, atomic_write_text, log_stderr
-from .experiment import Experiment, ForgetSpec
+from ..data.load import ExperimentData
+from ..progress_bar import Progress
+from ..files import atomic_write, atomic_write_text, log_stderr
+from ..data.experiment import Experiment, ForgetSpec
 from .metrics import SPLITS, evaluate
 from .objective import Weights, distances, ensemble, leave_one_out, score
-from .models import build_model, load_state_checked, read_checkpoint
-from .runtime import Runtime, Stopwatch, seed_everything
-from .training import train_recipe
+from ..models import build_model, load_state_checked, read_checkpoint
+from ..runtime import Runtime, Stopwatch, seed_everything
+from ..training import train_recipe
 
 CACHE_FORMAT = 3  # 3: entries record their training cost in MACs (meta["train_macs"])
 METRICS_VERSION = 4  # bump when evaluate changes meaning (2: per split; 3: kit attack test size, probe target;

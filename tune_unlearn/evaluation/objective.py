@@ -36,7 +36,7 @@ import statistics
 from dataclasses import asdict, dataclass, fields
 from typing import Iterable, Mapping
 
-from .errors import UserError
+from ..errors import UserError
 
 FLOOR = 1.0  # points: the smallest spread a gap is measured in
 HELDOUT_KEYS = ("val_acc", "test_acc")  # the held-out accuracy of a validation / test evaluation

@@ -22,13 +22,13 @@ from pathlib import Path
 import torch
 from ray import tune
 
-from .experiment import Experiment
-from .methods import get_method
-from .objective import Weights
-from .pipeline import EpochReport, Prepared, RunResult, prepare, run_method
-from .files import atomic_write_text
-from .runtime import limit_threads, make_runtime
-from .training import Diverged
+from ..data.experiment import Experiment
+from ..methods import get_method
+from ..evaluation.objective import Weights
+from ..pipeline import EpochReport, Prepared, RunResult, prepare, run_method
+from ..files import atomic_write_text
+from ..runtime import limit_threads, make_runtime
+from ..training import Diverged
 
 FINAL_RESULT = "final_result.json"  # in the trial directory: a finished trial is never re-run
 HISTORY = "history.json"  # in the trial directory: every epoch of the run, mask learning included

@@ -1,0 +1,138 @@
+"""Hyperparameter search with Ray Tune and an Optuna sampler (TPE by default).
+
+    python -m tune_unlearn.search --space default
+    python -m tune_unlearn.search --space default --experiment fmnist --num-samples 32
+    python -m tune_unlearn.search --method selective --multi-objective --scheduler asha
+    python -m tune_unlearn.search --name my-search --resume
+    python -m tune_unlearn.search --space default --sampler gp --mlflow
+
+Validates the space, the experiment and every fixed value before Ray starts; trains (once,
+cached) the original and retrained references in a Ray task before any trial starts, so
+concurrent trials never race; runs the trials (several per GPU by default); then writes
+results.csv and best_config.yaml (and pareto.csv with --multi-objective) under runs/<name>/
+and prints the best trials beside the retrained reference. The Optuna study is kept in
+runs/<name>/optuna.db (optuna-dashboard, optuna.load_study; a resume continues it); --mlflow
+logs every trial to MLflow as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from ..cli import add_experiment_args, main_guard, prog
+from ..errors import UserError
+from ..files import atomic_write_text
+from .plan import SAMPLERS, Plan, check_resources, existing_run, make_plan
+from .results import SEARCH_FILE
+from .tuner import concurrency, make_trainable, make_tuner, prepare_references, separation, start_ray
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog("search"), description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--space", help="search space: a name in search_spaces/ or a YAML path "
+                                   "(default: 'default', or the --method's own space)")
+    p.add_argument("--method", help="search this registered method (its own space unless --space is given)")
+    p.add_argument("--num-samples", type=int, help="number of trials (default: the space's num_samples)")
+    p.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as the resources allow)")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default: 1)")
+    p.add_argument("--gpus-per-trial", type=float,
+                   help="GPU share per trial, e.g. 0.25 = four trials per GPU (default: 0.25 with GPUs, else 0)")
+    p.add_argument("--scheduler", choices=["fifo", "asha"], default="fifo",
+                   help="fifo runs every trial to the end; asha stops weak trials early over evaluated epochs")
+    p.add_argument("--multi-objective", action="store_true",
+                   help="Optuna optimises the objective's components (a Pareto front) instead of their weighted sum")
+    p.add_argument("--sampler", choices=SAMPLERS,
+                   help="Optuna sampler: tpe (default), nsga2 or nsga3 (genetic, --multi-objective only), gp (Gaussian "
+                        "process) or random")
+    p.add_argument("--seed", type=int, default=0, help="seed of the Optuna sampler (default: 0)")
+    p.add_argument("--weight", action="append", default=[], metavar="NAME=VALUE", help="override an objective weight")
+    p.add_argument("--leakage", action="store_true",
+                   help="measure leakage (pl_forget_acc, leak_gap) in every trial; on by itself when the leak weight > 0")
+    p.add_argument("--storage-path", default="runs", help="where runs live (default: ./runs; shared storage on a cluster)")
+    p.add_argument("--name", help="run name (default: <space>-<experiment>-<time>); an existing run of that name resumes")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted search --name (default: the latest)")
+    p.add_argument("--address", help="join a running Ray cluster ('auto', or the head's host:port)")
+    p.add_argument("--dashboard", action="store_true", help="start the Ray dashboard (needs the 'dashboard' extra)")
+    p.add_argument("--mlflow", nargs="?", const="", metavar="TRACKING_URI",
+                   help="log every trial to MLflow (needs the 'mlflow' extra); without a URI, a store in the run "
+                        "directory (sqlite:///<run_dir>/mlflow.db)")
+    p.add_argument("--top", type=int, default=5, help="rows of the final table (default: 5)")
+    add_experiment_args(p, default_experiment=None)
+    return p
+
+
+@main_guard
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    check_resources(args)
+    run_dir = existing_run(args)
+    resuming = run_dir is not None
+    if resuming:
+        plan = Plan.from_json(json.loads((run_dir / SEARCH_FILE).read_text()), run_dir)
+        if args.sampler and args.sampler != plan.sampler:
+            raise UserError(f"{run_dir} was searched with --sampler {plan.sampler}; a resume continues that study "
+                            "(drop --sampler, or start a new search)")
+        print(f"resuming {run_dir}", flush=True)
+    else:
+        plan = make_plan(args)
+        if not args.address:  # the data must be where the experiment says, before Ray starts
+            from ..data.load import load_data
+
+            load_data(plan.experiment, "cpu", args.download)
+    info = start_ray(args, plan.method)
+    resources = info["resources"]
+    gpus = plan.gpus_per_trial
+    if gpus is None:
+        gpus = 0.25 if resources.get("GPU", 0) > 0 else 0.0
+    if gpus > 0 and resources.get("GPU", 0) == 0:
+        raise UserError(f"--gpus-per-trial {gpus:g} asked for, but the Ray cluster has no GPU")
+    plan.gpus_per_trial = gpus
+    max_concurrent = concurrency(resources, plan.cpus_per_trial, gpus, args.max_concurrent)
+    refs = prepare_references(plan, resources, args.download)
+    baselines = refs["baselines"]
+    saved = {**plan.to_json(), "reference": baselines["val"]["reference"],
+             "reference_test": baselines["test"]["reference"],
+             "original_model": baselines["val"]["original"]["metrics"],
+             "original_objective": baselines["val"]["original"]["objective"], "baselines": baselines,
+             "reference_status": refs["status"], "reference_paths": refs["paths"], "prepared_on": refs["device"],
+             "sizes": refs["sizes"], "max_concurrent": max_concurrent,
+             "created": time.strftime("%Y-%m-%d %H:%M:%S"), "command": sys.argv}
+    print(separation(baselines), flush=True)
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    if not resuming:
+        atomic_write_text(plan.run_dir / SEARCH_FILE, json.dumps(saved, indent=1, default=str))
+    print(f"searching {plan.method} on {plan.experiment.name}: {plan.num_samples} trials, {max_concurrent} at a time, "
+          f"{plan.cpus_per_trial:g} CPU + {gpus:g} GPU each; results in {plan.run_dir}", flush=True)
+    print(f"watch it: tensorboard --logdir {plan.run_dir}", flush=True)
+    from ray.tune import Tuner
+
+    trainable = make_trainable(plan, gpus)
+    if resuming and Tuner.can_restore(str(plan.run_dir)):
+        tuner = Tuner.restore(str(plan.run_dir), trainable, resume_unfinished=True, resume_errored=False,
+                              restart_errored=False)
+    else:
+        tuner = make_tuner(plan, trainable, max_concurrent)
+    started = time.time()
+    tuner.fit()
+    from .export import export_run
+    from .summary import summary
+
+    record = export_run(plan.run_dir, top=args.top)
+    print(summary(record, plan.run_dir, top=args.top, started=started), flush=True)
+    if plan.mlflow:
+        from .tracking import log_best_config
+
+        ranked = record.ranked()
+        if ranked and log_best_config(plan.mlflow, plan.study_name, ranked[0].trial_id,
+                                      plan.run_dir / "best_config.yaml"):
+            print(f"mlflow: best_config.yaml attached to trial {ranked[0].trial_id}'s run; "
+                  f"mlflow ui --backend-store-uri {plan.mlflow}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""A search's plan, validated before Ray starts: the space, the experiment, the weights, the
+sampler and the resources (make_plan), or the plan of an interrupted search to resume
+(existing_run, Plan.from_json). search.json holds it."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..cli import experiment_overrides, parse_weights
+from ..config import from_mapping, to_plain
+from ..errors import UserError
+from ..data.experiment import Experiment
+from ..files import default_cache_dir
+from ..methods import get_method
+from ..evaluation.objective import COMPONENT_MODES, Weights, component_names
+from ..run_config import resolve_run
+from .results import MLFLOW_FILE, SEARCH_FILE
+from .space import ParamSpec, SearchSpace, load_space, method_space
+
+
+@dataclass
+class Plan:
+    """Everything a search needs, validated. search.json holds it for resume and export."""
+
+    space: SearchSpace
+    experiment: Experiment
+    weights: Weights
+    num_samples: int
+    seed: int
+    scheduler: str
+    multi_objective: bool
+    cache_dir: str
+    original: str | None
+    cpus_per_trial: float
+    gpus_per_trial: float | None  # None: decided once Ray knows whether there are GPUs
+    run_dir: Path
+    leakage: bool = False  # the Piggyback relearning attack in every report (on when weights.leak > 0)
+    sampler: str = "tpe"  # the Optuna sampler (SAMPLERS)
+    mlflow: str | None = None  # MLflow tracking URI (--mlflow), None: no MLflow
+
+    @property
+    def study_name(self) -> str:
+        """The Optuna study's name in optuna.db: the run's name."""
+        return self.run_dir.name
+
+    @property
+    def method(self) -> str:
+        return self.space.method
+
+    def objectives(self) -> tuple[list[str], list[str]]:
+        """The metric(s) Optuna optimises and their modes."""
+        if not self.multi_objective:
+            return ["objective"], ["max"]
+        measures = [*self.experiment.forget.measures(), *(["pl_forget_acc"] if self.leakage else [])]
+        names = component_names(measures)
+        return names, [COMPONENT_MODES[c] for c in names]  # every component is minimised
+
+    def to_json(self) -> dict:
+        return {
+            "space": self.space.name, "method": self.method, "experiment": self.experiment.name,
+            "experiment_config": to_plain(self.experiment), "experiment_overrides": self.space.experiment_overrides,
+            "params": {k: to_plain(v) for k, v in self.space.params.items()}, "fixed": self.space.fixed,
+            "weights": asdict(self.weights), "num_samples": self.num_samples, "seed": self.seed,
+            "scheduler": self.scheduler, "multi_objective": self.multi_objective,
+            "objectives": dict(zip(*self.objectives())), "cache_dir": self.cache_dir, "original": self.original,
+            "cpus_per_trial": self.cpus_per_trial, "gpus_per_trial": self.gpus_per_trial, "leakage": self.leakage,
+            "sampler": self.sampler, "study_name": self.study_name, "mlflow": self.mlflow,
+        }
+
+    @classmethod
+    def from_json(cls, saved: dict, run_dir: Path) -> "Plan":
+        weights = Weights().updated(saved["weights"], f"{run_dir / SEARCH_FILE} (made by an older version: start a new search)")
+        params = {k: ParamSpec(v["type"], v["low"], v["high"], tuple(v["values"])) for k, v in saved["params"].items()}
+        space = SearchSpace(saved["space"], saved["method"], saved["experiment"], "", saved["experiment_overrides"],
+                            saved["num_samples"], weights, params, saved["fixed"])
+        exp = from_mapping(Experiment, saved["experiment_config"], f"{run_dir / SEARCH_FILE}: experiment_config")
+        return cls(space, exp, weights, saved["num_samples"], saved["seed"], saved["scheduler"],
+                   saved["multi_objective"], saved["cache_dir"], saved["original"], saved["cpus_per_trial"],
+                   saved["gpus_per_trial"], run_dir, saved.get("leakage", False), saved.get("sampler", "tpe"),
+                   saved.get("mlflow"))
+
+
+def choose_space(args: argparse.Namespace) -> SearchSpace:
+    if args.method:
+        get_method(args.method)  # an unknown name is the first thing to say
+    if args.space:
+        space = load_space(args.space)
+        if args.method and args.method != space.method:
+            raise UserError(f"space {space.name!r} is for method {space.method!r}, not {args.method!r}; "
+                            f"drop --space to search {args.method!r} in its own space")
+        return space
+    return method_space(args.method) if args.method else load_space("default")
+
+
+# Optuna's samplers a search may use (study.make_sampler builds them).
+SAMPLERS = ("tpe", "nsga2", "nsga3", "gp", "random")
+
+
+def choose_sampler(name: str | None, multi_objective: bool) -> str:
+    """The sampler to use, or a UserError where it cannot do what is asked.
+
+    Default: TPE for one objective and for several. Optuna's documentation recommends Bayesian
+    optimisation (TPESampler or GPSampler) over the genetic NSGA samplers below ~1000 trials
+    (NSGAIIISampler's notes), and TPESampler (much faster since Optuna 4.0) also handles the
+    categorical parameters of these spaces by their own distance, which NSGA-II does not
+    (NSGAIISampler's notes); a search here runs tens of trials, fewer than NSGA-II's default
+    population of 50, so NSGA-II would sample at random throughout.
+
+    NSGA-II/III are refused for one objective: Optuna allows them, but with one objective a
+    genetic algorithm whose first generation (50 trials) is random sampling is at best random
+    search for these budgets; `--sampler random` says so honestly. GPSampler in Optuna 5
+    handles several objectives and categorical parameters, so nothing is refused for it.
+    """
+    name = name or "tpe"
+    if name in ("nsga2", "nsga3") and not multi_objective:
+        raise UserError(f"--sampler {name} is a multi-objective genetic algorithm (its first 50 trials are random); "
+                        "add --multi-objective, or use --sampler tpe, gp or random for one objective")
+    return name
+
+
+def check_resources(args: argparse.Namespace) -> None:
+    if args.num_samples is not None and args.num_samples < 1:
+        raise UserError(f"--num-samples must be >= 1, got {args.num_samples}")
+    if args.gpus_per_trial is not None and args.gpus_per_trial < 0:
+        raise UserError(f"--gpus-per-trial must be >= 0, got {args.gpus_per_trial}")
+    if args.gpus_per_trial is not None and args.gpus_per_trial > 1 and args.gpus_per_trial != int(args.gpus_per_trial):
+        raise UserError(f"--gpus-per-trial above 1 must be a whole number, got {args.gpus_per_trial}")
+    if args.cpus_per_trial <= 0:
+        raise UserError(f"--cpus-per-trial must be > 0, got {args.cpus_per_trial}")
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        raise UserError(f"--max-concurrent must be >= 1, got {args.max_concurrent}")
+    if args.top < 1:
+        raise UserError(f"--top must be >= 1, got {args.top}")
+    if args.mlflow is not None:
+        import importlib.util
+
+        if importlib.util.find_spec("mlflow") is None:
+            raise UserError("--mlflow needs the mlflow extra: pip install -e '.[mlflow]'")
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    space = choose_space(args)
+    overrides = {**space.experiment_overrides, **experiment_overrides(args)}
+    run = resolve_run(space.method, args.experiment or space.experiment, overrides, space.fixed)
+    if args.scheduler == "asha" and args.multi_objective:
+        raise UserError("--scheduler asha cannot be used with --multi-objective: ASHA stops trials on one metric, and "
+                        "Ray documents that ASHA-type schedulers may not work correctly with several; use --scheduler fifo")
+    if args.scheduler == "asha" and run.method.epochs_hparam is None:
+        raise UserError(f"method {space.method!r} reports no per-epoch states, so ASHA has nothing to stop "
+                        "early; use --scheduler fifo")
+    space = SearchSpace(space.name, space.method, run.experiment.name, space.description, overrides,
+                        space.num_samples, space.weights, space.params, space.fixed)
+    name = args.name or f"{space.name}-{run.experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = Path(args.storage_path).expanduser().resolve() / name
+    weights = parse_weights(args.weight, space.weights)
+    return Plan(space, run.experiment, weights, args.num_samples or space.num_samples,
+                args.seed, args.scheduler, args.multi_objective,
+                str(Path(args.cache_dir).expanduser().resolve()) if args.cache_dir else str(default_cache_dir()),
+                str(Path(args.original).resolve()) if args.original else None,
+                args.cpus_per_trial, args.gpus_per_trial, run_dir, args.leakage or weights.leak > 0,
+                choose_sampler(args.sampler, args.multi_objective),
+                None if args.mlflow is None else args.mlflow or f"sqlite:///{run_dir / MLFLOW_FILE}")
+
+
+def existing_run(args: argparse.Namespace) -> Path | None:
+    """The run directory to resume: --name's if it holds a search, the latest with a bare
+    --resume; None for a new search."""
+    storage = Path(args.storage_path).expanduser().resolve()
+    if args.name:
+        run_dir = storage / args.name
+    elif args.resume:
+        candidates = sorted(storage.glob(f"*/{SEARCH_FILE}"), key=lambda p: p.stat().st_mtime)
+        if not candidates:
+            raise UserError(f"--resume: no search to resume in {storage}")
+        run_dir = candidates[-1].parent
+    else:
+        return None
+    if not (run_dir / SEARCH_FILE).is_file():
+        if args.resume:
+            raise UserError(f"--resume: there is no search at {run_dir}")
+        return None
+    return run_dir

@@ -1,0 +1,118 @@
+"""A search's results as its run directory holds them, for finished and interrupted searches
+alike: Tune's experiment state corrected by each trial's own files (load_run -> RunRecord)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UserError
+
+# Tune's ExperimentAnalysis and the trainable import Ray and torch: load_run imports them where
+# needed, so that the command line (and the search command, for SEARCH_FILE) loads this module
+# without them.
+
+SEARCH_FILE = "search.json"  # written by search.py: the search's settings and references
+STUDY_FILE = "optuna.db"  # the search's Optuna study (SQLite; study.py)
+MLFLOW_FILE = "mlflow.db"  # the search's own MLflow store, with --mlflow and no URI (tracking.py)
+# A trial's test-split columns (trainable.test_columns), beside the validation metrics
+TEST_COLUMNS = ("test_acc", "forget_test_acc", "test_mia", "test_mia_cv_acc", "test_objective")
+# Columns only some searches have (the corrective rules' measures, leakage), after the others
+OPTIONAL_TEST_COLUMNS = ("test_asr", "test_pl_forget_acc")
+
+
+@dataclass
+class TrialRecord:
+    trial_id: str
+    status: str  # TERMINATED (finished), EARLY_STOPPED (by ASHA), ERROR, RUNNING, PENDING
+    config: dict
+    result: dict  # the final report (or the last one, for trials that did not finish)
+    error: str = ""
+    path: str = ""
+    history: list = field(default_factory=list)  # every report, in order
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "TERMINATED"
+
+
+@dataclass
+class RunRecord:
+    run_dir: Path
+    search: dict
+    trials: list[TrialRecord]
+
+    @property
+    def params(self) -> list[str]:
+        return list(self.search["params"])
+
+    @property
+    def finished(self) -> list[TrialRecord]:
+        return [t for t in self.trials if t.finished]
+
+    @property
+    def interrupted(self) -> bool:
+        done = [t for t in self.trials if t.status in ("TERMINATED", "EARLY_STOPPED", "ERROR")]
+        return len(done) < self.search["num_samples"]
+
+    def ranked(self) -> list[TrialRecord]:
+        return sorted(self.finished, key=lambda t: -t.result["objective"])
+
+
+def _read_history(trial_dir: Path) -> list[dict]:
+    path = trial_dir / "result.json"
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:  # a line cut short by a kill
+            continue
+    return out
+
+
+def load_run(run_dir: str | Path) -> RunRecord:
+    """Trials of a search from Tune's experiment state, corrected by each trial's own files
+    (a trial with final_result.json finished, whatever the last saved state says)."""
+    from ray.tune import ExperimentAnalysis
+
+    from .progress import error_reason
+    from .trainable import FINAL_RESULT
+
+    run_dir = Path(run_dir).expanduser().resolve()
+    if not (run_dir / SEARCH_FILE).is_file():
+        raise UserError(f"{run_dir} is not a tune_unlearn search (no {SEARCH_FILE})")
+    search = json.loads((run_dir / SEARCH_FILE).read_text())
+    # Trials that never reported (pending at an interruption) are expected here, not warnings.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    try:
+        analysis = ExperimentAnalysis(str(run_dir))
+        tune_trials = analysis.trials
+    except (ValueError, FileNotFoundError):  # stopped before Tune saved any state
+        tune_trials = []
+    trials = []
+    for t in tune_trials:
+        trial_dir = Path(t.path) if t.path else run_dir
+        if not trial_dir.is_dir():  # the run directory was moved: find the trial by its id
+            matches = list(run_dir.glob(f"*{t.trial_id}*"))
+            trial_dir = matches[0] if matches else trial_dir
+        history = [r for r in _read_history(trial_dir) if "objective" in r]
+        final = trial_dir / FINAL_RESULT
+        status = t.status
+        if final.exists():  # Tune's copy of the final report also holds its own fields (iterations, times)
+            status = "TERMINATED"
+            result = history[-1] if history and history[-1].get("final") == 1 else json.loads(final.read_text())
+        else:
+            result = history[-1] if history else dict(t.last_result or {})
+            if status == "TERMINATED":  # ended by the scheduler before its final report
+                status = "EARLY_STOPPED"
+        error = ""
+        if status == "ERROR":
+            error_file = trial_dir / "error.txt"
+            error = error_reason(error_file.read_text() if error_file.exists() else None)
+        config = {k: v for k, v in t.config.items() if k in search["params"]}
+        trials.append(TrialRecord(t.trial_id, status, config, result, error, str(trial_dir), history))
+    return RunRecord(run_dir, search, trials)

@@ -1,0 +1,191 @@
+"""What a search does with Ray: start or join it, prepare the references in a Ray task, and
+build the Tuner (searcher, scheduler, reporter, callbacks) over the trainable."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+
+from ..errors import UserError
+from ..methods import get_method
+from .plan import Plan
+
+# Save Tune's experiment state (trials, searcher history) at least this often (seconds), so a
+# killed driver loses little bookkeeping; finished trials are never re-run in any case.
+os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's classic status table: one line per trial
+
+
+def unshipped_package(method_name: str) -> str | None:
+    """The folder of the top-level package that holds a method from outside tune_unlearn, where
+    it is not installed (not under site-packages): a cluster's workers get it from the driver.
+    A local Ray session needs nothing: its workers see the driver's working directory."""
+    module = type(get_method(method_name)).__module__
+    if module.startswith("tune_unlearn."):
+        return None
+    top = sys.modules[module.partition(".")[0]]
+    if not hasattr(top, "__path__"):
+        raise UserError(f"method {method_name!r}: a cluster ships methods from outside tune_unlearn as packages; "
+                        f"{top.__name__!r} is a single module: put it in a package or install it")
+    folder = Path(next(iter(top.__path__))).resolve()
+    return None if {"site-packages", "dist-packages"} & set(folder.parts) else str(folder)
+
+
+def start_ray(args: argparse.Namespace, method: str) -> dict:
+    import ray
+
+    if args.dashboard:
+        import importlib.util
+
+        if importlib.util.find_spec("aiohttp") is None or importlib.util.find_spec("ray.dashboard") is None:
+            raise UserError("--dashboard needs the dashboard extra: pip install -e '.[dashboard]'")
+    kwargs = {"logging_level": logging.WARNING, "log_to_driver": True, "ignore_reinit_error": True}
+    if args.address:
+        # Ship this package (and a method from outside it) to the cluster's workers, so every
+        # node runs the driver's code.
+        import tune_unlearn
+
+        modules = [str(Path(tune_unlearn.__file__).parent), unshipped_package(method)]
+        kwargs["runtime_env"] = {"py_modules": [m for m in modules if m]}
+    else:  # a running cluster was started with its own dashboard settings
+        kwargs["include_dashboard"] = args.dashboard
+        if args.dashboard:
+            kwargs["dashboard_host"] = "127.0.0.1"
+    context = ray.init(address=args.address, **kwargs)
+    info = {"resources": ray.cluster_resources(), "dashboard": getattr(context, "dashboard_url", None)}
+    if args.dashboard and info["dashboard"]:
+        print(f"Ray dashboard: http://{info['dashboard']}  (if it asks for a token: ray get-auth-token)", flush=True)
+    return info
+
+
+def prepare_references(plan: Plan, resources: dict, download: bool) -> dict:
+    """Train or load the references in a Ray task (on a GPU when the cluster has one) that exits
+    afterwards, so its memory is free before the trials start. Returns them scored like trials
+    (References.scored) with where they came from."""
+    import ray
+
+    from ..pipeline import prepare
+    from ..runtime import limit_threads, make_runtime
+
+    gpus = 1 if resources.get("GPU", 0) >= 1 else 0
+    cpus = max(1, min(int(resources.get("CPU", 1)), 8))
+
+    @ray.remote(num_cpus=cpus, num_gpus=gpus, max_calls=1)
+    def prepare_task(exp, cache_dir, original, download, leakage, weights):
+        limit_threads(cpus)
+        runtime = make_runtime("auto")
+        prepared = prepare(exp, runtime, cache_dir, original, download, leakage=leakage)
+        refs, data = prepared.refs, prepared.data
+        return {"baselines": refs.scored(weights), "status": refs.status, "paths": refs.paths,
+                "device": runtime.describe(),
+                "sizes": {"train": len(data.train), "retain": len(data.retain), "forget": len(data.forget),
+                          "val": len(data.val), "test": len(data.test)}}
+
+    try:
+        return ray.get(prepare_task.remote(plan.experiment, plan.cache_dir, plan.original, download, plan.leakage,
+                                           plan.weights))
+    except ray.exceptions.RayTaskError as exc:
+        if isinstance(exc.cause, UserError):
+            raise exc.cause from None
+        raise
+
+
+def separation(baselines: dict) -> str:
+    """How far the original model is from the retrained ones on the validation split, in units
+    of their spread, with a warning when no measure reaches 2 (nothing visible to unlearn)."""
+    val = baselines["val"]
+    distances = val["original"]["distances"]
+    n = val["reference"]["n_models"]
+    parts = ", ".join(f"{name.removesuffix('_gap')} {d:.1f}" for name, d in distances.items())
+    text = f"original vs the {n} retrained models (|difference| / their spread, validation split): {parts}"
+    if max(distances.values()) < 2:
+        text += ("\nwarning: the original model is within 2 spreads of the retrained models on every measure: this "
+                 "benchmark sees nothing to unlearn, and the search will mostly tune noise")
+    if n < 2:
+        text += "\nwarning: one retrained model has no spread; gaps are measured in units of the 1-point floor"
+    return text
+
+
+def make_trainable(plan: Plan, gpus: float):
+    from ray import tune
+
+    from .trainable import TrialJob, unlearning_trial
+
+    job = TrialJob(plan.experiment, plan.method, plan.space.fixed, plan.weights, plan.cache_dir, plan.original,
+                   seed=0, cpus=plan.cpus_per_trial, leakage=plan.leakage)
+    return tune.with_resources(tune.with_parameters(unlearning_trial, job=job),
+                               {"cpu": plan.cpus_per_trial, "gpu": gpus})
+
+
+def make_tuner(plan: Plan, trainable, max_concurrent: int):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from .progress import TrialLines, trial_dirname
+    from .study import StudySearch, make_sampler, open_storage
+
+    metrics, modes = plan.objectives()
+    single = not plan.multi_objective
+    # The first trial runs the method's defaults (where the space contains them), so a search
+    # never ends below the defaults on the validation split for want of trying them.
+    method = get_method(plan.method)
+    start = plan.space.start_point(method.resolve(plan.experiment.method_defaults.get(plan.method, {}), plan.space.fixed))
+    # The study lives in optuna.db in the run directory (optuna-dashboard reads it; a resume
+    # continues it: see StudySearch). The sampler carries the seed.
+    searcher = StudySearch(metric=metrics[0] if single else metrics, mode=modes[0] if single else modes,
+                           points_to_evaluate=[start] if start else None, sampler=make_sampler(plan.sampler, plan.seed),
+                           storage=open_storage(plan.run_dir), study_name=plan.study_name)
+    if plan.scheduler == "asha":
+        epochs = plan.space.max_value(method.epochs_hparam, method)
+        # Rungs count evaluated epochs (`epoch` in every report; a trial's final report carries the
+        # count of its last evaluated epoch), so a trial is compared with others in the same state.
+        # Metric and mode come from TuneConfig (Tune refuses them twice).
+        scheduler = ASHAScheduler(time_attr="epoch", max_t=max(1, int(epochs)), grace_period=1, reduction_factor=2)
+    else:
+        scheduler = FIFOScheduler()
+    tune_config = tune.TuneConfig(
+        search_alg=searcher, scheduler=scheduler, num_samples=plan.num_samples,
+        max_concurrent_trials=max_concurrent,
+        metric="objective" if single else None, mode="max" if single else None,
+        trial_dirname_creator=trial_dirname,
+    )
+    reporter = tune.CLIReporter(
+        metric_columns={"objective": "objective", "val_acc": "val", "forget_acc": "forget",
+                        **{k: label for k, label in (("forget_true_acc", "forget true"), ("asr", "ASR"))
+                           if k in plan.experiment.forget.measures()},
+                        "mia": "MIA", "cost_ratio": "cost", "time_s": "time s", "training_iteration": "reports"},
+        parameter_columns=list(plan.space.params), max_report_frequency=30, max_progress_rows=12,
+        sort_by_metric=True,
+        # single-objective searches pass metric/mode through TuneConfig; the reporter must not repeat them
+        **({} if single else {"metric": "objective", "mode": "max"}),
+    )
+    run_config = tune.RunConfig(
+        name=plan.run_dir.name, storage_path=str(plan.run_dir.parent),
+        # A failed trial (diverged, out of memory) is not retried: it would fail the same way.
+        failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+        callbacks=[TrialLines(plan.num_samples), *mlflow_callbacks(plan)], progress_reporter=reporter, verbose=1,
+    )
+    return tune.Tuner(trainable, param_space=plan.space.tune_space(), tune_config=tune_config, run_config=run_config)
+
+
+def mlflow_callbacks(plan: Plan) -> list:
+    if not plan.mlflow:
+        return []
+    from .tracking import ensure_experiment, make_callback
+
+    ensure_experiment(plan.mlflow, plan.study_name, plan.run_dir)
+    return [make_callback(plan.mlflow, plan.study_name)]
+
+
+def concurrency(resources: dict, cpus: float, gpus: float, requested: int | None) -> int:
+    limit = math.floor(resources.get("CPU", 1) / cpus)
+    if gpus > 0:
+        limit = min(limit, math.floor(resources.get("GPU", 0) / gpus + 1e-9))
+    if limit < 1:
+        raise UserError(f"one trial needs {cpus:g} CPUs and {gpus:g} GPUs; the cluster has "
+                        f"{resources.get('CPU', 0):g} CPUs and {resources.get('GPU', 0):g} GPUs")
+    return min(requested, limit) if requested else limit
