@@ -99,7 +99,7 @@ def main() -> None:
     pair_names = [f"t{t}/f{f}" for t, f in pairs]
     print(f"### {args.method} on {exp0.name}, {len(pairs)} original models x forget sets "
           f"({', '.join(pair_names)}: train seed / forget seed), {runtime.describe()}\n")
-    head = [*grid, "cost %", *(f"gaps {n}" for n in pair_names), "within (test)", "mean gaps (test)",
+    head = ["run", "cost %", *(f"gaps {n}" for n in pair_names), "within (test)", "mean gaps (test)",
             "within (val)", "mean gaps (val)", *(label for _, label in measures)]
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
 
@@ -110,14 +110,14 @@ def main() -> None:
 
     for i, setting in enumerate(settings):
         rs = results[i]
-        row = [str(v) for v in setting.values()]
+        row = [", ".join(f"{k}={v}" for k, v in setting.items()) or args.method]
         row.append(cell([100 * r.test_components["cost_ratio"] for r in rs], 1))
         row += [f"{gap_sum(r.test_components, base.weights):.2f}" for r in rs]
         row += summary([r.test_components for r in rs], [r.components for r in rs])
         row += [cell([r.test_metrics[k] for r in rs]) for k, _ in measures]
         print("| " + " | ".join(row) + " |")
     loo = {split: [leave_one_out([m[split] for m in refs.retrained]) for refs in retrained] for split in ("test", "val")}
-    row = ["(retrained)"] + [""] * (len(grid) - 1) + ["100"]
+    row = ["(retrained: each against the others)", "100"]
     row += [cell([gap_sum(c, base.weights) for c in pair]) for pair in loo["test"]]
     row += summary([c for pair in loo["test"] for c in pair], [c for pair in loo["val"] for c in pair])
     row += [cell([m["test"][k] for refs in retrained for m in refs.retrained]) for k, _ in measures]
