@@ -191,8 +191,9 @@ def mask_zero_share(epochs: Sequence[int], shares: Sequence[float], scope_share:
 
 
 def training_curves(epochs: Sequence[int], series: dict[str, Sequence[float]], reference: dict[str, float],
-                    title: str, path: Path) -> Path:
-    """Accuracies after each evaluated epoch of one trial, with the retrained model dashed."""
+                    title: str, path: Path, ylabel: str = "accuracy (%)") -> Path:
+    """Accuracies after each evaluated epoch of one trial, with the retrained model dashed (or,
+    with another `ylabel`, any per-epoch series; NaN where a series has no value)."""
     fig, ax = plt.subplots(figsize=(4.6, 3.0))
     for i, (name, values) in enumerate(series.items()):
         ax.plot(epochs, values, marker="o", ms=3, color=PALETTE(i), label=name)
@@ -204,7 +205,7 @@ def training_curves(epochs: Sequence[int], series: dict[str, Sequence[float]], r
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("accuracy (%)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)

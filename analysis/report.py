@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,7 +205,8 @@ def curves_section(record: RunRecord, out: Path) -> Section:
     shown = 0
     for t in sorted(record.trials, key=lambda t: -(t.result.get("objective") or -1e9)):
         epochs = [r for r in t.history if r.get("final") == 0]
-        if not epochs:
+        if not epochs:  # one report per trial: the method's own per-epoch log instead
+            shown += method_log_curves(s, t, out)
             continue
         shown_keys = {k: label for k, label in keys.items() if k in epochs[0]}
         series = {label: [r[k] for r in epochs] for k, label in shown_keys.items()}
@@ -215,8 +217,28 @@ def curves_section(record: RunRecord, out: Path) -> Section:
         s.image(path, out, f"Trial {t.trial_id}: validation-split accuracies after each evaluated epoch (dashed: mean of the retrained models).")
         shown += 1
     if not shown:
-        s.text("No trial reported per-epoch states (the method has none, or no trial got that far).")
+        s.text("No trial reported per-epoch states or logs (the method has none, or no trial got that far).")
     return s
+
+
+def method_log_curves(s: Section, t, out: Path) -> int:
+    """The method's own log of every epoch (history.json: losses and the like, every phase in
+    turn on one epoch count), for trials that reported only at the end; 1 if drawn."""
+    history_file = Path(t.path) / HISTORY
+    history = json.loads(history_file.read_text()) if history_file.exists() else []
+    names = [f"{h['phase']} {k}" for h in history for k, v in h.items()
+             if k not in ("phase", "epoch", "time_s", "cost") and isinstance(v, (int, float)) and not isinstance(v, bool)]
+    names = list(dict.fromkeys(names))
+    if not names:
+        return 0
+    series = {name: [h.get(name.split(" ", 1)[1], math.nan) if name.startswith(f"{h['phase']} ") else math.nan
+                     for h in history] for name in names}
+    path = plots.training_curves(list(range(1, len(history) + 1)), series, {},
+                                 f"{t.trial_id} ({t.status.lower()}), objective {fmt(t.result.get('objective'), 4)}",
+                                 out / "curves" / f"{t.trial_id}.png", ylabel="method's log")
+    s.image(path, out, f"Trial {t.trial_id}: the method's own log after each epoch of each phase (the search "
+                       "evaluated only the end; --report-every-epoch adds validation accuracies per epoch).")
+    return 1
 
 
 def status_section(record: RunRecord) -> Section:

@@ -40,7 +40,7 @@ def test_report_of_a_finished_search(finished_search, tmp_path, session_cache, c
     for picture in ("objective.png", "importance.png", "params.png", "radar.png", "mask_zero_share.png"):
         assert (out / picture).stat().st_size > 5000, picture
         assert picture in references(out / "index.html")
-    assert len(list((out / "curves").glob("*.png"))) == 3  # every trial had fine-tuning epochs
+    assert len(list((out / "curves").glob("*.png"))) == 3  # every trial's own per-epoch log (one report per trial)
     md = (out / "report.md").read_text()
     assert "interrupted" not in md.lower()
     with open(finished_search / "results.csv") as f:

@@ -15,6 +15,7 @@ import optuna
 import pytest
 import torch
 import yaml
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 from conftest import search_args, space_file
 from tune_unlearn import search
@@ -36,6 +37,10 @@ def trial_rows(path):
     return [r for r in read_csv(path) if r["status"] != "BASELINE"]
 
 
+def summary_iterator(path):
+    return EventFileLoader(path).Load()
+
+
 def reports(trial_dir):
     return [json.loads(line) for line in (Path(trial_dir) / "result.json").read_text().splitlines()]
 
@@ -49,16 +54,30 @@ def test_search_runs_every_trial_reports_finite_objectives_and_exports(finished_
                             "test_acc", "test_mia", "test_objective",
                             "forget_true_acc", "forget_true_gap"}  # the default experiment is corrective
     assert "asr" not in rows[0] and "leak_gap" not in rows[0]  # only where measured
+    pids = set()
     for trial_dir in run_dir.glob("trial_*"):
         lines = reports(trial_dir)
         config = json.loads((trial_dir / "params.json").read_text())
-        assert len(lines) == config["ft_epochs"] + 1  # one report per fine-tuning epoch, then the final one
-        for r in lines:
-            assert math.isfinite(r["objective"]) and all(math.isfinite(r[c]) for c in COMPONENTS)
-            assert "val_acc" in r and math.isfinite(r["forget_true_gap"])
-        assert all("test_acc" not in r for r in lines[:-1])  # per-epoch reports see the validation split only
-        assert lines[-1]["final"] == 1 and "mask_zero_share" in lines[-1]
-        assert list(trial_dir.glob("events.out.tfevents.*"))  # TensorBoard
+        assert len(lines) == 1  # nothing reads per-epoch reports under FIFO: one report, at the end
+        r = lines[0]
+        assert math.isfinite(r["objective"]) and all(math.isfinite(r[c]) for c in COMPONENTS)
+        assert "val_acc" in r and math.isfinite(r["forget_true_gap"])
+        assert r["final"] == 1 and "mask_zero_share" in r and "test_acc" in r
+        pids.add(r["pid"])
+        # The method's own logs, every epoch of both phases: history.json and TensorBoard curves
+        history = json.loads((trial_dir / "history.json").read_text())
+        assert [h["phase"] for h in history] == ["mask"] * 2 + ["finetune"] * config["ft_epochs"]
+        assert list(trial_dir.glob("events.out.tfevents.*"))  # Tune's TensorBoard logger
+        curves = {}
+        for event in summary_iterator(str(next(trial_dir.glob("events.out.tfevents.*.method_logs")))):
+            for value in event.summary.value:
+                curves.setdefault(value.tag, []).append(event.step)
+        assert curves["mask/mask_ce"] == [1, 2] and curves["finetune/loss"] == list(range(1, config["ft_epochs"] + 1))
+    assert len(pids) <= 2 < len(rows)  # trial actors are reused: no new process per trial
+    timings = json.loads((run_dir / "timings.json").read_text())  # where the search's time went
+    for figures in timings.values():
+        assert set(figures) == {"plan", "ray_start", "references", "tuner", "trials", "export", "summary", "ray_stop"}
+        assert all(v >= 0 for v in figures.values())
     best = yaml.safe_load((run_dir / "best_config.yaml").read_text())
     top = max(rows, key=lambda r: float(r["objective"]))
     assert best["result"]["trial_id"] == top["trial_id"] and best["method"] == "selective"
@@ -195,7 +214,7 @@ def test_resume_after_ctrl_c_runs_no_trial_twice(ray_address, tmp_path, session_
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
-    finished_before = {p.parent.name: (p.read_text(), len(reports(p.parent))) for p in run_dir.glob("*/final_result.json")}
+    finished_before = {p.parent.name: (p.read_text(), p.stat().st_mtime_ns) for p in run_dir.glob("*/final_result.json")}
     assert 2 <= len(finished_before) < 5, out
     assert "interrupted" in out
     assert report_main([str(run_dir)]) == 0  # a report of the interrupted search says so
@@ -207,9 +226,10 @@ def test_resume_after_ctrl_c_runs_no_trial_twice(ray_address, tmp_path, session_
     assert "resuming" in proc.stdout
     rows = trial_rows(run_dir / "results.csv")
     assert len(rows) == 5 and {r["status"] for r in rows} == {"TERMINATED"}
-    for name, (final, count) in finished_before.items():
-        assert (run_dir / name / "final_result.json").read_text() == final
-        assert len(reports(run_dir / name)) == count, f"{name} ran again"
+    for name, (final, written) in finished_before.items():  # a trial run again would write its file again
+        path = run_dir / name / "final_result.json"
+        assert path.read_text() == final and path.stat().st_mtime_ns == written, f"{name} ran again"
+        assert len(reports(run_dir / name)) == 1  # reported once: before the interruption or, from its file, after
     # The resumed search continued the same Optuna study: five trials, none twice, none left open
     study, done = completed_trials(run_dir)
     assert len(done) == 5 and len({tuple(sorted(t.params.items())) for t in done}) == 5
@@ -258,7 +278,7 @@ def test_mlflow_logs_every_trial_and_the_best_config(ray_address, tmp_path, sess
 
     path = space_file(tmp_path, num_samples=2, params={"lam": {"type": "loguniform", "low": 1e-8, "high": 1e-4}},
                       fixed={"mask_epochs": 1, "ft_epochs": 2})
-    assert search.main(["--space", path, "--mlflow", *search_args(tmp_path, session_cache, "mlf")]) == 0
+    assert search.main(["--space", path, "--mlflow", "--report-every-epoch", *search_args(tmp_path, session_cache, "mlf")]) == 0
     run_dir = tmp_path / "runs" / "mlf"
     assert f"mlflow ui --backend-store-uri sqlite:///{run_dir.resolve() / 'mlflow.db'}" in capsys.readouterr().out
     client = MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}")  # the default store: in the run directory
@@ -273,7 +293,7 @@ def test_mlflow_logs_every_trial_and_the_best_config(ray_address, tmp_path, sess
         assert run.data.metrics["objective"] == pytest.approx(float(row["objective"]))  # the final result
         assert run.data.metrics["test_acc"] == pytest.approx(float(row["test_acc"]))
         history = client.get_metric_history(run.info.run_id, "objective")
-        assert len(history) == 3  # every report: two fine-tuning epochs, then the final one
+        assert len(history) == 3  # every report (--report-every-epoch): two fine-tuning epochs, then the final one
         artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
         assert artifacts == (["best_config.yaml"] if run.data.tags["trial_id"] == best else [])
     assert (run_dir / "mlartifacts").is_dir()

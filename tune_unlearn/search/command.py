@@ -26,8 +26,29 @@ from ..cli import add_experiment_args, main_guard, prog
 from ..errors import UserError
 from ..files import atomic_write_text
 from .plan import SAMPLERS, Plan, check_resources, existing_run, make_plan
-from .results import SEARCH_FILE
+from .results import SEARCH_FILE, TIMINGS_FILE
 from .tuner import concurrency, make_trainable, make_tuner, prepare_references, separation, start_ray
+
+
+class Phases:
+    """Wall time of each phase of a search, and the CPU time this process (the driver) spent in
+    it (timings.json; experiments/search_overhead.py)."""
+
+    def __init__(self):
+        self.wall: dict[str, float] = {}
+        self.driver_cpu: dict[str, float] = {}
+        self.ended_at: dict[str, float] = {}  # epoch seconds, to set against the trials' own files
+        self._last = (time.perf_counter(), time.process_time())
+
+    def lap(self, name: str) -> None:
+        now = (time.perf_counter(), time.process_time())
+        self.wall[name] = round(now[0] - self._last[0], 3)
+        self.driver_cpu[name] = round(now[1] - self._last[1], 3)
+        self.ended_at[name] = time.time()
+        self._last = now
+
+    def to_json(self) -> str:
+        return json.dumps({"wall_s": self.wall, "driver_cpu_s": self.driver_cpu, "ended_at": self.ended_at}, indent=1)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GPU share per trial, e.g. 0.25 = four trials per GPU (default: 0.25 with GPUs, else 0)")
     p.add_argument("--scheduler", choices=["fifo", "asha"], default="fifo",
                    help="fifo runs every trial to the end; asha stops weak trials early over evaluated epochs")
+    p.add_argument("--report-every-epoch", action="store_true",
+                   help="evaluate the validation split after every evaluated epoch of the method and report it (curves "
+                        "per epoch in TensorBoard; on by itself with --scheduler asha); default: one report per trial")
     p.add_argument("--multi-objective", action="store_true",
                    help="Optuna optimises the objective's components (a Pareto front) instead of their weighted sum")
     p.add_argument("--sampler", choices=SAMPLERS,
@@ -68,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 @main_guard
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    clock = Phases()
     check_resources(args)
     run_dir = existing_run(args)
     resuming = run_dir is not None
@@ -83,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
             from ..data.load import load_data
 
             load_data(plan.experiment, "cpu", args.download)
+    clock.lap("plan")
     info = start_ray(args, plan.method)
+    clock.lap("ray_start")
     resources = info["resources"]
     gpus = plan.gpus_per_trial
     if gpus is None:
@@ -92,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--gpus-per-trial {gpus:g} asked for, but the Ray cluster has no GPU")
     plan.gpus_per_trial = gpus
     max_concurrent = concurrency(resources, plan.cpus_per_trial, gpus, args.max_concurrent)
-    refs = prepare_references(plan, resources, args.download)
+    refs = prepare_references(plan, resources, args.download, local=not args.address)
+    clock.lap("references")
     baselines = refs["baselines"]
     saved = {**plan.to_json(), "reference": baselines["val"]["reference"],
              "reference_test": baselines["test"]["reference"],
@@ -116,12 +144,15 @@ def main(argv: list[str] | None = None) -> int:
                               restart_errored=False)
     else:
         tuner = make_tuner(plan, trainable, max_concurrent)
+    clock.lap("tuner")
     started = time.time()
     tuner.fit()
+    clock.lap("trials")
     from .export import export_run
     from .summary import summary
 
     record = export_run(plan.run_dir, top=args.top)
+    clock.lap("export")
     print(summary(record, plan.run_dir, top=args.top, started=started), flush=True)
     if plan.mlflow:
         from .tracking import log_best_config
@@ -131,6 +162,13 @@ def main(argv: list[str] | None = None) -> int:
                                       plan.run_dir / "best_config.yaml"):
             print(f"mlflow: best_config.yaml attached to trial {ranked[0].trial_id}'s run; "
                   f"mlflow ui --backend-store-uri {plan.mlflow}", flush=True)
+    clock.lap("summary")
+    if info["owned"]:  # stopped here rather than at exit, so that it is timed too
+        import ray
+
+        ray.shutdown()
+    clock.lap("ray_stop")
+    atomic_write_text(plan.run_dir / TIMINGS_FILE, clock.to_json())
     return 0
 
 

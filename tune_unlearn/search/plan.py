@@ -40,6 +40,9 @@ class Plan:
     leakage: bool = False  # the Piggyback relearning attack in every report (on when weights.leak > 0)
     sampler: str = "tpe"  # the Optuna sampler (SAMPLERS)
     mlflow: str | None = None  # MLflow tracking URI (--mlflow), None: no MLflow
+    # Evaluate and report after every evaluated epoch of the method: only where something reads
+    # those reports (ASHA, or --report-every-epoch for the curves); otherwise one report per trial.
+    report_every_epoch: bool = False
 
     @property
     def study_name(self) -> str:
@@ -68,6 +71,7 @@ class Plan:
             "objectives": dict(zip(*self.objectives())), "cache_dir": self.cache_dir, "original": self.original,
             "cpus_per_trial": self.cpus_per_trial, "gpus_per_trial": self.gpus_per_trial, "leakage": self.leakage,
             "sampler": self.sampler, "study_name": self.study_name, "mlflow": self.mlflow,
+            "report_every_epoch": self.report_every_epoch,
         }
 
     @classmethod
@@ -80,7 +84,7 @@ class Plan:
         return cls(space, exp, weights, saved["num_samples"], saved["seed"], saved["scheduler"],
                    saved["multi_objective"], saved["cache_dir"], saved["original"], saved["cpus_per_trial"],
                    saved["gpus_per_trial"], run_dir, saved.get("leakage", False), saved.get("sampler", "tpe"),
-                   saved.get("mlflow"))
+                   saved.get("mlflow"), saved.get("report_every_epoch", True))  # older searches reported every epoch
 
 
 def choose_space(args: argparse.Namespace) -> SearchSpace:
@@ -134,11 +138,12 @@ def check_resources(args: argparse.Namespace) -> None:
         raise UserError(f"--max-concurrent must be >= 1, got {args.max_concurrent}")
     if args.top < 1:
         raise UserError(f"--top must be >= 1, got {args.top}")
-    if args.mlflow is not None:
-        import importlib.util
+    import importlib.util
 
-        if importlib.util.find_spec("mlflow") is None:
-            raise UserError("--mlflow needs the mlflow extra: pip install -e '.[mlflow]'")
+    if args.mlflow is not None and importlib.util.find_spec("mlflow") is None:
+        raise UserError("--mlflow needs the mlflow extra: pip install -e '.[mlflow]'")
+    if args.dashboard and (importlib.util.find_spec("aiohttp") is None or importlib.util.find_spec("ray.dashboard") is None):
+        raise UserError("--dashboard needs the dashboard extra: pip install -e '.[dashboard]'")
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
@@ -148,6 +153,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
     if args.scheduler == "asha" and args.multi_objective:
         raise UserError("--scheduler asha cannot be used with --multi-objective: ASHA stops trials on one metric, and "
                         "Ray documents that ASHA-type schedulers may not work correctly with several; use --scheduler fifo")
+    if args.report_every_epoch and run.method.epochs_hparam is None:
+        raise UserError(f"--report-every-epoch: method {space.method!r} reports no per-epoch states")
     if args.scheduler == "asha" and run.method.epochs_hparam is None:
         raise UserError(f"method {space.method!r} reports no per-epoch states, so ASHA has nothing to stop "
                         "early; use --scheduler fifo")
@@ -162,7 +169,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
                 str(Path(args.original).resolve()) if args.original else None,
                 args.cpus_per_trial, args.gpus_per_trial, run_dir, args.leakage or weights.leak > 0,
                 choose_sampler(args.sampler, args.multi_objective),
-                None if args.mlflow is None else args.mlflow or f"sqlite:///{run_dir / MLFLOW_FILE}")
+                None if args.mlflow is None else args.mlflow or f"sqlite:///{run_dir / MLFLOW_FILE}",
+                args.report_every_epoch or args.scheduler == "asha")
 
 
 def existing_run(args: argparse.Namespace) -> Path | None:

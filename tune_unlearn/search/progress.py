@@ -31,9 +31,14 @@ def format_params(config: dict) -> str:
     return " ".join(parts)
 
 
-def trial_dirname(trial) -> str:
+def trial_dir_name(trial_id: str) -> str:
     """Short trial directory names (TensorBoard shows them as run names)."""
-    return f"trial_{trial.trial_id}"
+    return f"trial_{trial_id}"
+
+
+def trial_dirname(trial) -> str:
+    """Tune's trial_dirname_creator."""
+    return trial_dir_name(trial.trial_id)
 
 
 def _ended(trials, trial) -> int:

@@ -2,11 +2,17 @@
 The only module that calls `tune.report`.
 
 Every report holds a finite `objective` and all its components (Tune checks the metrics the
-searcher and scheduler name on every report): one report per evaluated epoch of the method
-(fine-tuning epochs for `selective`, the budget ASHA schedules over), then a final report with
-the full evaluation and the method's statistics. Every report is measured on the validation
-split; the final one adds the test split's numbers (`test_acc`, `test_mia`, `test_objective`),
-which no searcher or scheduler reads.
+searcher and scheduler name on every report). A trial reports once, at the end, with the full
+evaluation and the method's statistics; with `report_every_epoch` (ASHA, or asked for) it first
+reports every evaluated epoch of the method (fine-tuning epochs for `selective`, the budget ASHA
+schedules over). Each such report evaluates the validation split, which costs about as much as
+an epoch on digits: nothing pays for it unless something reads it. Every report is measured on
+the validation split; the final one adds the test split's numbers (`test_acc`, `test_mia`,
+`test_objective`), which no searcher or scheduler reads.
+
+The method's own per-epoch logs (losses, accuracies on the batches it trained on, for every
+phase) cost nothing to keep: they go to history.json and, as TensorBoard curves, to an event
+file in the trial's directory beside Tune's.
 
 A trial that diverges or runs out of GPU memory raises `TrialFailed` with the reason: Tune
 marks it errored, the searcher records a failed trial, and the search goes on.
@@ -29,6 +35,7 @@ from ..pipeline import EpochReport, Prepared, RunResult, prepare, run_method
 from ..files import atomic_write_text
 from ..runtime import limit_threads, make_runtime
 from ..training import Diverged
+from .progress import trial_dir_name
 
 FINAL_RESULT = "final_result.json"  # in the trial directory: a finished trial is never re-run
 HISTORY = "history.json"  # in the trial directory: every epoch of the run, mask learning included
@@ -39,6 +46,7 @@ class TrialJob:
     """What every trial of a search shares (passed once through the object store)."""
 
     experiment: Experiment  # overrides applied, paths absolute
+    run_dir: str  # absolute: the search's directory, on storage every node sees
     method: str
     fixed: dict  # hyperparameters fixed for every trial
     weights: Weights
@@ -47,6 +55,7 @@ class TrialJob:
     seed: int
     cpus: float
     leakage: bool = False  # measure pl_forget_acc (and leak_gap) in every report
+    report_every_epoch: bool = False  # evaluate and report every evaluated epoch, not only the end
 
 
 class TrialFailed(RuntimeError):
@@ -88,7 +97,19 @@ def final_report(result: RunResult, epochs: int) -> dict:
                      **test_columns(result.test_metrics, result.test_objective), **stats)
 
 
-# Per-process memo: Tune reuses trial actors, so data and references stay on the device.
+def write_curves(trial_dir: Path, history: list[dict]) -> None:
+    """The method's per-epoch logs as TensorBoard scalars `<phase>/<name>` (step: the phase's
+    epoch), in the trial's directory, where TensorBoard shows them under the trial's run."""
+    from tensorboardX import SummaryWriter  # Tune's own TensorBoard logger uses it too
+
+    with SummaryWriter(str(trial_dir), filename_suffix=".method_logs") as writer:
+        for entry in history:
+            for name, value in entry.items():
+                if name not in ("phase", "epoch") and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    writer.add_scalar(f"{entry['phase']}/{name}", value, entry["epoch"])
+
+
+# Per-process memo: the search reuses trial actors, so data and references stay on the device.
 _PREPARED: dict[tuple, Prepared] = {}
 
 
@@ -103,7 +124,11 @@ def _prepared(job: TrialJob) -> Prepared:
 
 def unlearning_trial(config: dict, job: TrialJob) -> None:
     started = time.perf_counter()
-    trial_dir = Path(tune.get_context().get_trial_dir())
+    # The trial's directory in the run directory, beside Tune's files for it. Not
+    # get_trial_dir(): in a reused actor Ray 2.60 gives a local working directory there, which
+    # is never copied to the run directory.
+    trial_dir = Path(job.run_dir) / trial_dir_name(tune.get_context().get_trial_id())
+    trial_dir.mkdir(parents=True, exist_ok=True)
     done = trial_dir / FINAL_RESULT
     if done.exists():  # finished before the search was interrupted: report it again, do not re-run
         tune.report(json.loads(done.read_text()))
@@ -120,7 +145,8 @@ def unlearning_trial(config: dict, job: TrialJob) -> None:
         tune.report(epoch_report(r, reported))
 
     try:
-        result = run_method(prepared, method, hparams, job.weights, job.seed, on_report=report, leakage=job.leakage)
+        result = run_method(prepared, method, hparams, job.weights, job.seed,
+                            on_report=report if job.report_every_epoch else None, leakage=job.leakage)
     except Diverged as exc:
         raise TrialFailed(f"diverged: {exc}") from None
     except torch.cuda.OutOfMemoryError as exc:
@@ -130,5 +156,6 @@ def unlearning_trial(config: dict, job: TrialJob) -> None:
     final = final_report(result, reported)
     final["trial_time_s"] = time.perf_counter() - started  # the whole trial: data, unlearning, evaluation
     atomic_write_text(trial_dir / HISTORY, json.dumps(result.history))
+    write_curves(trial_dir, result.history)
     atomic_write_text(done, json.dumps(final))
     tune.report(final)
