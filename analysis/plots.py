@@ -207,7 +207,7 @@ def training_curves(epochs: Sequence[int], series: dict[str, Sequence[float]], r
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="lower right" if reference else "best")
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
