@@ -193,6 +193,10 @@ def test_bad_input_stops_before_ray_starts(tmp_path, capsys, monkeypatch):
         (["--space", "default", "--sampler", "nsga2"], "--sampler nsga2 is a multi-objective genetic algorithm"),
         (["--space", "default", "--sampler", "nsga3"], "add --multi-objective"),
     ]
+    from tune_unlearn.search.plan import dashboard_missing
+
+    if dashboard_missing():  # without the dashboard extra (as in CI): said before Ray starts, not by Ray
+        cases.append((["--space", "default", "--dashboard"], "--dashboard needs the dashboard extra"))
     for args, message in cases:
         assert search.main(args) == 2, args
         err = capsys.readouterr().err

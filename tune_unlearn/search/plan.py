@@ -142,8 +142,22 @@ def check_resources(args: argparse.Namespace) -> None:
 
     if args.mlflow is not None and importlib.util.find_spec("mlflow") is None:
         raise UserError("--mlflow needs the mlflow extra: pip install -e '.[mlflow]'")
-    if args.dashboard and (importlib.util.find_spec("aiohttp") is None or importlib.util.find_spec("ray.dashboard") is None):
-        raise UserError("--dashboard needs the dashboard extra: pip install -e '.[dashboard]'")
+    if args.dashboard and (why := dashboard_missing()):
+        raise UserError(f"--dashboard needs the dashboard extra ({why}): pip install -e '.[dashboard]'")
+
+
+def dashboard_missing() -> str | None:
+    """Why Ray could not start its dashboard here, or None: Ray's own check (the one ray.init
+    fails on, with a bare Exception), else whether its main packages are importable."""
+    import importlib.util
+
+    try:
+        from ray._private.utils import get_dashboard_dependency_error  # not public API: guarded
+    except ImportError:
+        missing = [m for m in ("aiohttp", "ray.dashboard") if importlib.util.find_spec(m) is None]
+        return f"missing {', '.join(missing)}" if missing else None
+    error = get_dashboard_dependency_error()
+    return str(error) if error else None
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
