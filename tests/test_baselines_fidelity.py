@@ -152,7 +152,7 @@ def test_fanchuan_similarity_stays_fp32_under_bf16_autocast():
 def test_the_relearning_probe_scores_on_the_forgotten_classes_held_out_samples(monkeypatch, runtime):
     import tune_unlearn.evaluation.leakage as leakage
     from tune_unlearn.evaluation.metrics import evaluate
-    from tune_unlearn.models import build_model
+    from tune_unlearn.resnet import build_model
 
     exp = load_experiment("dtl_digits", {"model.width": 4, "leakage.epochs": 1})
     data = load_data(exp)

@@ -20,7 +20,6 @@ from .data.experiment import Experiment
 from .methods import get_method
 from .methods.base import Context, Method, UnlearnData
 from .evaluation.metrics import SPLITS, evaluate
-from .models import build_model
 from .evaluation.objective import Weights, score
 from .progress_bar import Progress
 from .files import log_stderr
@@ -40,6 +39,8 @@ class Prepared:
         """A model of the experiment on the device, holding `state` (default: the original).
         Copies one template instead of constructing a network per call (every trial makes one)."""
         if self._template is None:
+            from .resnet import build_model  # torchvision: imported where a network is built
+
             self._template = self.runtime.prepare(
                 build_model(self.experiment.model, self.data.num_classes, self.data.in_channels))
         model = copy.deepcopy(self._template)
@@ -149,6 +150,8 @@ def run_method(prepared: Prepared, method: str | Method, hparams: dict, weights:
             model.train(was_training)
 
     def new_model() -> nn.Module:
+        from .resnet import build_model
+
         return runtime.prepare(build_model(exp.model, data.num_classes, data.in_channels))
 
     ctx = Context(runtime, exp.train.batch_size, exp.eval.batch_size, exp.train, new_model, epoch_end)

@@ -40,13 +40,21 @@ from ..files import atomic_write, atomic_write_text, log_stderr
 from ..data.experiment import Experiment, ForgetSpec
 from .metrics import SPLITS, evaluate
 from .objective import Weights, distances, ensemble, leave_one_out, score
-from ..models import build_model, load_state_checked, read_checkpoint
+from ..models import load_state_checked, read_checkpoint
 from ..runtime import Runtime, Stopwatch, seed_everything
 from ..training import train_recipe
 
 CACHE_FORMAT = 3  # 3: entries record their training cost in MACs (meta["train_macs"])
 METRICS_VERSION = 4  # bump when evaluate changes meaning (2: per split; 3: kit attack test size, probe target;
 #                      4: the member-rate attack on the loss alone; the probe's one-class forget sets)
+
+
+def network(exp: Experiment, data: ExperimentData):
+    """A fresh network of the experiment (torchvision is imported here, about 2 s, so loading
+    cached references, as the search's own process does, never imports it)."""
+    from ..resnet import build_model
+
+    return build_model(exp.model, data.num_classes, data.in_channels)
 
 
 def digest(payload: dict) -> str:
@@ -150,7 +158,7 @@ class ReferenceCache:
         else:
             stages = [("", data.train, recipe)]
         seed_everything(recipe.seed)
-        model = runtime.prepare(build_model(exp.model, data.num_classes, data.in_channels))
+        model = runtime.prepare(network(exp, data))
         clock = Stopwatch(runtime).start()
         images = 0
         for what, part, stage in stages:
@@ -175,7 +183,7 @@ class ReferenceCache:
         if role == "original" and checkpoint is not None:
             path = Path(checkpoint).resolve()
             state = read_checkpoint(path)
-            load_state_checked(build_model(exp.model, data.num_classes, data.in_channels), state, f"checkpoint {path}")
+            load_state_checked(network(exp, data), state, f"checkpoint {path}")
             return state, {"role": role, "train_time_s": None, "train_macs": None, "checkpoint": str(path)}, "checkpoint", path
         key = self._model_key(exp, data, role, None)
         path = self.root / exp.name / f"{role}-{key}.pt"
@@ -208,7 +216,7 @@ class ReferenceCache:
                 return json.loads(path.read_text())
             except (OSError, ValueError):
                 self.log(f"cache entry {path} is unreadable; re-evaluating")
-        model = runtime.prepare(build_model(exp.model, data.num_classes, data.in_channels))
+        model = runtime.prepare(network(exp, data))
         model.load_state_dict(state)
         result = evaluate(model, data, runtime, exp.eval.batch_size, exp.eval.mia_seed,
                           leakage=exp.leakage if leakage else None)
