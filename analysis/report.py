@@ -24,7 +24,7 @@ from analysis.importance import importances
 from tune_unlearn.search.results import RunRecord, load_run
 from tune_unlearn.search.summary import best_table, fmt
 from tune_unlearn.search.export import pareto_front
-from tune_unlearn.search.trainable import HISTORY
+from tune_unlearn.search.trainable import HISTORY, method_logs
 
 
 @dataclass
@@ -226,13 +226,12 @@ def method_log_curves(s: Section, t, out: Path) -> int:
     turn on one epoch count), for trials that reported only at the end; 1 if drawn."""
     history_file = Path(t.path) / HISTORY
     history = json.loads(history_file.read_text()) if history_file.exists() else []
-    names = [f"{h['phase']} {k}" for h in history for k, v in h.items()
-             if k not in ("phase", "epoch", "time_s", "cost") and isinstance(v, (int, float)) and not isinstance(v, bool)]
-    names = list(dict.fromkeys(names))
+    logs = [(h["phase"], method_logs(h)) for h in history]
+    names = list(dict.fromkeys((phase, name) for phase, logged in logs for name in logged))
     if not names:
         return 0
-    series = {name: [h.get(name.split(" ", 1)[1], math.nan) if name.startswith(f"{h['phase']} ") else math.nan
-                     for h in history] for name in names}
+    series = {f"{phase} {name}": [logged.get(name, math.nan) if own == phase else math.nan for own, logged in logs]
+              for phase, name in names}
     path = plots.training_curves(list(range(1, len(history) + 1)), series, {},
                                  f"{t.trial_id} ({t.status.lower()}), objective {fmt(t.result.get('objective'), 4)}",
                                  out / "curves" / f"{t.trial_id}.png", ylabel="method's log")

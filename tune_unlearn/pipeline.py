@@ -23,7 +23,7 @@ from .evaluation.metrics import SPLITS, evaluate
 from .evaluation.objective import Weights, score
 from .progress_bar import Progress
 from .files import log_stderr
-from .evaluation.references import References, prepare_references
+from .evaluation.references import References, network, prepare_references
 from .runtime import Runtime, Stopwatch, seed_everything
 
 
@@ -39,10 +39,7 @@ class Prepared:
         """A model of the experiment on the device, holding `state` (default: the original).
         Copies one template instead of constructing a network per call (every trial makes one)."""
         if self._template is None:
-            from .resnet import build_model  # torchvision: imported where a network is built
-
-            self._template = self.runtime.prepare(
-                build_model(self.experiment.model, self.data.num_classes, self.data.in_channels))
+            self._template = self.runtime.prepare(network(self.experiment, self.data))
         model = copy.deepcopy(self._template)
         model.load_state_dict(self.refs.original_state if state is None else state)
         return model
@@ -150,9 +147,7 @@ def run_method(prepared: Prepared, method: str | Method, hparams: dict, weights:
             model.train(was_training)
 
     def new_model() -> nn.Module:
-        from .resnet import build_model
-
-        return runtime.prepare(build_model(exp.model, data.num_classes, data.in_channels))
+        return runtime.prepare(network(exp, data))
 
     ctx = Context(runtime, exp.train.batch_size, exp.eval.batch_size, exp.train, new_model, epoch_end)
     view = UnlearnData(data.retain, data.forget, data.train, data.num_classes)

@@ -49,9 +49,10 @@ METRICS_VERSION = 4  # bump when evaluate changes meaning (2: per split; 3: kit 
 #                      4: the member-rate attack on the loss alone; the probe's one-class forget sets)
 
 
-def network(exp: Experiment, data: ExperimentData):
-    """A fresh network of the experiment (torchvision is imported here, about 2 s, so loading
-    cached references, as the search's own process does, never imports it)."""
+def network(exp: Experiment, data: ExperimentData) -> torch.nn.Module:
+    """A fresh network of the experiment, for every caller that builds one (references, runs).
+    torchvision is imported here, about 2 s, so that loading cached references, as the search's
+    own process does, never imports it."""
     from ..resnet import build_model
 
     return build_model(exp.model, data.num_classes, data.in_channels)

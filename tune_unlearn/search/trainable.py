@@ -97,6 +97,14 @@ def final_report(result: RunResult, epochs: int) -> dict:
                      **test_columns(result.test_metrics, result.test_objective), **stats)
 
 
+def method_logs(entry: dict) -> dict[str, float]:
+    """The numbers the method logged in one epoch of a run's history (history.json): without
+    the phase and epoch that name it and the clock's time and cost the pipeline adds."""
+    return {name: value for name, value in entry.items()
+            if name not in ("phase", "epoch", "time_s", "cost") and isinstance(value, (int, float))
+            and not isinstance(value, bool)}
+
+
 def write_curves(trial_dir: Path, history: list[dict]) -> None:
     """The method's per-epoch logs as TensorBoard scalars `<phase>/<name>` (step: the phase's
     epoch), in the trial's directory, where TensorBoard shows them under the trial's run."""
@@ -104,9 +112,8 @@ def write_curves(trial_dir: Path, history: list[dict]) -> None:
 
     with SummaryWriter(str(trial_dir), filename_suffix=".method_logs") as writer:
         for entry in history:
-            for name, value in entry.items():
-                if name not in ("phase", "epoch") and isinstance(value, (int, float)) and not isinstance(value, bool):
-                    writer.add_scalar(f"{entry['phase']}/{name}", value, entry["epoch"])
+            for name, value in method_logs(entry).items():
+                writer.add_scalar(f"{entry['phase']}/{name}", value, entry["epoch"])
 
 
 # Per-process memo: the search reuses trial actors, so data and references stay on the device.
