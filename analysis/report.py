@@ -22,7 +22,7 @@ from pathlib import Path
 from analysis import plots
 from analysis.importance import importances
 from tune_unlearn.search.results import RunRecord, load_run
-from tune_unlearn.search.summary import best_table, fmt
+from tune_unlearn.search.summary import best_table, fmt, holdout_table
 from tune_unlearn.search.export import pareto_front
 from tune_unlearn.search.trainable import HISTORY, method_logs
 
@@ -61,6 +61,19 @@ def best_trials(record: RunRecord, top: int) -> Section:
            "(50 = indistinguishable); forget test: the forgotten classes' test samples (class forgetting); PL forget: "
            "forget accuracy a Piggyback mask recovers (leakage); cost %: multiply-accumulates as a share of "
            "retraining's; time: unlearning wall time (retrained: training time).")
+    return s
+
+
+def holdout_section(record: RunRecord) -> Section:
+    s = Section("Tuning against held-out requests")
+    s.table(*holdout_table(record))
+    tuned = ", ".join(r["label"] for r in record.search.get("requests", []))
+    s.text(f"Tuned on the requests {tuned}; the held-out requests were never seen by the searcher. Each configuration "
+           "(the best trials by the tuning objective, and the method's defaults) ran once on every held-out request, "
+           "scored on its test split; held-out obj. is their "
+           f"{record.holdout['aggregate']}. The best configuration is the one with the best tuning objective: the "
+           "held-out scores say how it carries over to new deletion requests and are not used to choose it. "
+           "retrained: each retrained model of the request scored against the others; original: no unlearning.")
     return s
 
 
@@ -226,7 +239,7 @@ def method_log_curves(s: Section, t, out: Path) -> int:
     turn on one epoch count), for trials that reported only at the end; 1 if drawn."""
     history_file = Path(t.path) / HISTORY
     history = json.loads(history_file.read_text()) if history_file.exists() else []
-    logs = [(h["phase"], method_logs(h)) for h in history]
+    logs = [((f"{h['request']} " if h.get("request") else "") + h["phase"], method_logs(h)) for h in history]
     names = list(dict.fromkeys((phase, name) for phase, logged in logs for name in logged))
     if not names:
         return 0
@@ -354,8 +367,10 @@ def build_report(run_dir: str | Path, compare_csv: str | Path | None = None, top
     out.mkdir(parents=True, exist_ok=True)
     for old in [*out.glob("*.png"), *out.glob("curves/*.png")]:  # a re-made report holds only its own pictures
         old.unlink()
-    sections = [status_section(record), best_trials(record, top), search_progress(record, out),
-                importance_section(record, out)]
+    sections = [status_section(record), best_trials(record, top)]
+    if record.holdout:
+        sections.append(holdout_section(record))
+    sections += [search_progress(record, out), importance_section(record, out)]
     if compare_csv:
         sections.append(radar_section(Path(compare_csv), out))
         per_example = per_example_section(Path(compare_csv), out)

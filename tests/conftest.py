@@ -73,8 +73,11 @@ def space_file(tmp_path, name="tiny", **extra):
 
 
 def search_args(tmp_path, cache, name, *more, experiment="digits"):
+    """A search's flags on tiny data; without held-out requests unless `more` names some (each
+    would train its own references)."""
+    holdout = [] if "--holdout" in more else ["--holdout", "none"]
     return ["--storage-path", str(tmp_path / "runs"), "--name", name, "--cache-dir", str(cache),
-            *tiny_args(experiment), *more]
+            *tiny_args(experiment), *holdout, *more]
 
 
 @pytest.fixture(scope="session")

@@ -159,10 +159,10 @@ def test_new_components_enter_the_objective_with_their_weights():
     assert objective(comps, Weights(forget_true=0.5, asr=0)) == pytest.approx(-2)
     assert "asr_gap" not in components({k: v for k, v in metrics.items() if k != "asr"}, reference)
     assert component_names(ForgetSpec(rule="backdoor").measures()) == [
-        "retain_gap", "forget_gap", "heldout_gap", "mia_gap", "forget_true_gap", "asr_gap", "cost_ratio"]
+        "retain_gap", "forget_gap", "heldout_gap", "mia_gap", "forget_true_gap", "asr_gap", "example_gap", "cost_ratio"]
     assert component_names(ForgetSpec(rule="mislabeled").measures()) == [
-        "retain_gap", "forget_gap", "heldout_gap", "mia_gap", "forget_true_gap", "cost_ratio"]
-    assert component_names(["pl_forget_acc"])[-2:] == ["leak_gap", "cost_ratio"]
+        "retain_gap", "forget_gap", "heldout_gap", "mia_gap", "forget_true_gap", "example_gap", "cost_ratio"]
+    assert component_names(["pl_forget_acc"])[-3:] == ["leak_gap", "example_gap", "cost_ratio"]
 
 
 def test_a_corrective_original_depends_on_its_forget_set(tmp_path, runtime):

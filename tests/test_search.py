@@ -76,7 +76,8 @@ def test_search_runs_every_trial_reports_finite_objectives_and_exports(finished_
     assert len(pids) <= 2 < len(rows)  # trial actors are reused: no new process per trial
     timings = json.loads((run_dir / "timings.json").read_text())  # where the search's time went
     for figures in timings.values():
-        assert set(figures) == {"plan", "ray_start", "references", "tuner", "trials", "export", "summary", "ray_stop"}
+        assert set(figures) == {"plan", "ray_start", "references", "tuner", "trials", "holdout", "export", "summary",
+                                "ray_stop"}
         assert all(v >= 0 for v in figures.values())
     best = yaml.safe_load((run_dir / "best_config.yaml").read_text())
     top = max(rows, key=lambda r: float(r["objective"]))
@@ -160,7 +161,8 @@ def test_multi_objective_exports_a_pareto_front(multi_objective_search):
     run_dir = multi_objective_search
     saved = json.loads((run_dir / "search.json").read_text())
     assert saved["objectives"] == {c: "min" for c in ("retain_gap", "forget_gap", "heldout_gap", "mia_gap",
-                                                      "forget_true_gap", "asr_gap", "leak_gap", "cost_ratio")}
+                                                      "forget_true_gap", "asr_gap", "leak_gap", "example_gap",
+                                                      "cost_ratio")}
     assert {"pl_forget_acc", "forget_true_acc", "asr"} <= set(saved["reference"])  # the backdoor's measures
     rows = {r["trial_id"]: r for r in trial_rows(run_dir / "results.csv")}
     front = read_csv(run_dir / "pareto.csv")
@@ -273,7 +275,7 @@ def test_each_sampler_runs_a_search_and_is_saved_for_resume(ray_address, tmp_pat
     state = pickle.loads(next(run_dir.glob("searcher-state-*.pkl")).read_bytes())
     assert type(state["_sampler"]).__name__ == classes[sampler]
     study, done = completed_trials(run_dir)
-    assert len(done) == 2 and len(study.directions) == (5 if multi else 1)
+    assert len(done) == 2 and len(study.directions) == (6 if multi else 1)  # digits: 4 gaps, example_gap, cost
 
 
 def test_mlflow_logs_every_trial_and_the_best_config(ray_address, tmp_path, session_cache, capsys):
@@ -301,3 +303,64 @@ def test_mlflow_logs_every_trial_and_the_best_config(ray_address, tmp_path, sess
         artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
         assert artifacts == (["best_config.yaml"] if run.data.tags["trial_id"] == best else [])
     assert (run_dir / "mlartifacts").is_dir()
+
+
+def test_a_search_over_two_requests_holds_one_out_and_reports_it_beside_tuning(ray_address, tmp_path, capsys):
+    """Two tuning requests, two trials, one held-out request: each trial runs on both and the
+    searcher sees only their mean; after the trials the best configuration and the defaults run
+    on the held-out request, and best_config.yaml, the summary, the report and MLflow say how
+    they did there. Every request's references are trained once, before the trials."""
+    mlflow = pytest.importorskip("mlflow")
+    cache = tmp_path / "cache"  # its own cache: every reference below is made by this search
+    path = space_file(tmp_path, num_samples=2)
+    args = ["--space", path, *search_args(tmp_path, cache, "req", "--requests", "seed=0", "seed=1", "--holdout", "seed=2",
+                                          "--holdout-top", "1", "--mlflow", experiment="digits_mislabeled")]
+    assert search.main(args) == 0
+    out = capsys.readouterr().out
+    run_dir = tmp_path / "runs" / "req"
+    saved = json.loads((run_dir / "search.json").read_text())
+    assert [r["label"] for r in saved["requests"]] == ["seed0", "seed1"] and [r["label"] for r in saved["holdout"]] == ["seed2"]
+    refs = saved["request_references"]
+    assert {k: r["role"] for k, r in refs.items()} == {"seed0": "tune", "seed1": "tune", "seed2": "holdout"}
+    assert all(s == "trained" for r in refs.values() for s in r["status"].values())
+    # One original and three retrained models per request, each trained once (trials never train)
+    files = sorted(cache.glob("digits_mislabeled/*.pt"))
+    assert len([f for f in files if f.name.startswith("original-")]) == 3 and len(files) == 12
+
+    rows = trial_rows(run_dir / "results.csv")
+    assert len(rows) == 2
+    for row in rows:
+        per_request = [float(row["seed0/objective"]), float(row["seed1/objective"])]
+        assert float(row["objective"]) == pytest.approx(sum(per_request) / 2)
+        assert "seed2/objective" not in row and math.isfinite(float(row["example_gap"]))
+    # The searcher holds the two tuning objectives of each trial and nothing about seed2
+    study, done = completed_trials(run_dir)
+    assert len(study.trials) == 2 and sorted(t.value for t in done) == pytest.approx(sorted(float(r["objective"]) for r in rows))
+    assert not any("seed2" in str(t.user_attrs) + str(t.system_attrs) + str(t.params) for t in study.trials)
+
+    holdout = json.loads((run_dir / "holdout.json").read_text())
+    assert holdout["requests"] == ["seed2"] and [c["name"] for c in holdout["configs"]] == ["rank 1", "defaults"]
+    best = yaml.safe_load((run_dir / "best_config.yaml").read_text())
+    ranked = max(rows, key=lambda r: float(r["objective"]))
+    assert best["result"]["trial_id"] == ranked["trial_id"] == holdout["configs"][0]["trial_id"]  # chosen on tuning alone
+    assert best["requests"]["tuned_on"] == ["seed0", "seed1"]
+    assert best["requests"]["objectives"]["seed1"]["objective"] == pytest.approx(float(ranked["seed1/objective"]))
+    held = best["holdout"]["requests"]["seed2"]["test_objective"]
+    assert math.isfinite(held) and best["holdout"]["objective"] == pytest.approx(held)
+    assert math.isfinite(best["holdout"]["defaults_objective"]) and len(best["holdout"]["baselines"]["seed2"]["retrained"]) == 3
+    assert "held-out requests" in out and "held-out obj." in out and "seed2" in out
+    # MLflow: the held-out objective on the best trial's run
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("req").experiment_id],
+                              filter_string=f"tags.trial_id = '{ranked['trial_id']}'")
+    assert runs[0].data.metrics["holdout_objective"] == pytest.approx(held)
+    assert report_main([str(run_dir)]) == 0
+    assert "Tuning against held-out requests" in (run_dir / "report" / "report.md").read_text()
+
+    # Running the finished search again trains nothing and runs nothing on the held-out request again
+    stamps = {f: f.stat().st_mtime for f in cache.rglob("*")}
+    capsys.readouterr()
+    assert search.main(args) == 0
+    assert "running the" not in capsys.readouterr().out
+    assert json.loads((run_dir / "holdout.json").read_text())["results"] == holdout["results"]
+    assert {f: f.stat().st_mtime for f in cache.rglob("*")} == stamps

@@ -19,6 +19,7 @@ from .data.load import ExperimentData, load_data
 from .data.experiment import Experiment
 from .methods import get_method
 from .methods.base import Context, Method, UnlearnData
+from .evaluation.example_gap import ExampleReference, forget_confidences
 from .evaluation.metrics import SPLITS, evaluate
 from .evaluation.objective import Weights, score
 from .progress_bar import Progress
@@ -34,6 +35,13 @@ class Prepared:
     runtime: Runtime
     refs: References
     _template: nn.Module | None = field(default=None, repr=False)
+    _examples: ExampleReference | None = field(default=None, repr=False)
+
+    def examples(self) -> ExampleReference:
+        """The retrained models' confidence on each forget sample (fitted once)."""
+        if self._examples is None:
+            self._examples = self.refs.examples()
+        return self._examples
 
     def model(self, state: dict | None = None) -> nn.Module:
         """A model of the experiment on the device, holding `state` (default: the original).
@@ -126,12 +134,14 @@ def run_method(prepared: Prepared, method: str | Method, hparams: dict, weights:
     if leakage and "pl_forget_acc" not in reference["val"]:
         raise ValueError("leakage asked for, but the references were prepared without it")
 
-    def measure(full_retain: bool, splits: tuple[str, ...]) -> dict:
+    def measure(full_retain: bool, splits: tuple[str, ...]) -> tuple[dict, float]:
+        """split -> metrics, and the per-example gap (the forget set is the same on every split)."""
         out = evaluate(model, data, runtime, exp.eval.batch_size, exp.eval.mia_seed, full_retain=full_retain,
                        leakage=exp.leakage if leakage else None, splits=splits)
         for metrics in out.values():
             metrics.update(time_s=clock.elapsed, cost=clock.macs)
-        return out
+        example = prepared.examples().gap(forget_confidences(model, data.forget, runtime, exp.eval.batch_size))
+        return out, example
 
     def epoch_end(phase: str, epoch: int, logs: dict, worth_evaluating: bool) -> None:
         history.append({"phase": phase, "epoch": epoch + 1, "time_s": clock.elapsed, "cost": clock.macs, **logs})
@@ -141,8 +151,9 @@ def run_method(prepared: Prepared, method: str | Method, hparams: dict, weights:
             return
         with clock.paused():
             was_training = model.training
-            metrics = measure(full_retain=False, splits=("val",))["val"]
-            comps, value = score(metrics, reference["val"], weights)
+            measured, example = measure(full_retain=False, splits=("val",))
+            metrics = measured["val"]
+            comps, value = score(metrics, reference["val"], weights, example)
             on_report(EpochReport(phase, epoch + 1, logs, metrics, comps, value))
             model.train(was_training)
 
@@ -160,9 +171,9 @@ def run_method(prepared: Prepared, method: str | Method, hparams: dict, weights:
     finally:
         clock.stop()
         bar.close()
-    final = measure(full_retain=True, splits=SPLITS)
-    comps, value = score(final["val"], reference["val"], weights)
-    test_comps, test_value = score(final["test"], reference["test"], weights)
+    final, example = measure(full_retain=True, splits=SPLITS)
+    comps, value = score(final["val"], reference["val"], weights, example)
+    test_comps, test_value = score(final["test"], reference["test"], weights, example)
     return RunResult(method.name, exp.name, dict(hparams), final["val"], reference["val"], refs.baseline("val"),
                      value, comps, final["test"], reference["test"], refs.baseline("test"), test_value, test_comps,
                      stats or {}, history, runtime.describe(), model)

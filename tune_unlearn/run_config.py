@@ -13,6 +13,8 @@ File format (every key optional; unknown keys are an error):
     metrics: {...}       # what the search measured on the validation split; informational,
     test_metrics: {...}  # ... and on the test split; both ignored by run
     result: {...}        # the trial's id, objective, components, references; ignored by run
+    requests: {...}      # the forget requests it was tuned on, each one's objective; ignored by run
+    holdout: {...}       # its results on the requests the search held out; ignored by run
 
 A file holding none of these keys is read as a flat mapping of hyperparameters.
 """
@@ -41,6 +43,8 @@ class RunConfig:
     metrics: dict = field(default_factory=dict)
     test_metrics: dict = field(default_factory=dict)
     result: dict = field(default_factory=dict)
+    requests: dict = field(default_factory=dict)
+    holdout: dict = field(default_factory=dict)
 
 
 def load_run_config(path: str | Path) -> RunConfig:

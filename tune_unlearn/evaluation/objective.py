@@ -13,7 +13,10 @@ spread beyond it costs one unit, whichever side it lies on: a test accuracy abov
 much a difference as one below. FLOOR (1 point) stands in for the spread where the ensemble
 agrees exactly, as on a forgotten class (0% for every retrained model). The objective is
 
-    objective = - sum_m w_m * gap_m  -  w_cost * cost_ratio
+    objective = - sum_m w_m * gap_m  -  w_example * example_gap  -  w_cost * cost_ratio
+
+`example_gap` (example_gap.py) is the per-sample counterpart: each forget sample's confidence
+beside the retrained models' on that sample, in units of a spread, beyond the first.
 
 `cost_ratio` is the unlearning's multiply-accumulates (cost.py: forward and backward, counted
 per layer) over the retrained models' training MACs: hardware-independent, so it does not
@@ -42,7 +45,7 @@ FLOOR = 1.0  # points: the smallest spread a gap is measured in
 HELDOUT_KEYS = ("val_acc", "test_acc")  # the held-out accuracy of a validation / test evaluation
 # Components and the weight each is multiplied by; a multi-objective search minimises them all.
 GAP_WEIGHTS = {"retain_gap": "retain", "forget_gap": "forget", "heldout_gap": "heldout", "mia_gap": "mia",
-               "forget_true_gap": "forget_true", "asr_gap": "asr", "leak_gap": "leak"}
+               "forget_true_gap": "forget_true", "asr_gap": "asr", "leak_gap": "leak", "example_gap": "example"}
 COMPONENT_MODES = {**{name: "min" for name in GAP_WEIGHTS}, "cost_ratio": "min"}
 # The components only some evaluations have, and the metric each measures (metrics.OPTIONAL_KEYS)
 OPTIONAL_COMPONENTS = {"forget_true_gap": "forget_true_acc", "asr_gap": "asr", "leak_gap": "pl_forget_acc"}
@@ -58,6 +61,7 @@ class Weights:
     forget_true: float = 1.0  # corrective rules only: the forget set's accuracy on its true labels
     asr: float = 1.0  # backdoor only: the attack success rate of the trigger
     leak: float = 0.0
+    example: float = 1.0  # the per-example gap (example_gap.py)
 
     @classmethod
     def names(cls) -> list[str]:
@@ -126,9 +130,12 @@ def distances(metrics: Mapping, reference: Mapping) -> dict:
     return out
 
 
-def components(metrics: Mapping, reference: Mapping) -> dict:
-    """Gaps (spread units beyond the first) to the retrained ensemble, and the cost ratio."""
+def components(metrics: Mapping, reference: Mapping, example: float | None = None) -> dict:
+    """Gaps (spread units beyond the first) to the retrained ensemble, the per-example gap where
+    measured (`example`, example_gap.py), and the cost ratio."""
     out = {comp: max(0.0, d - 1.0) for comp, d in distances(metrics, reference).items()}
+    if example is not None:
+        out["example_gap"] = example
     out["cost_ratio"] = metrics.get("cost", 0.0) / max(reference.get("cost") or 0.0, 1.0)
     return out
 
@@ -141,14 +148,40 @@ def objective(comps: Mapping, weights: Weights) -> float:
     return value
 
 
-def score(metrics: Mapping, reference: Mapping, weights: Weights) -> tuple[dict, float]:
-    comps = components(metrics, reference)
+def score(metrics: Mapping, reference: Mapping, weights: Weights, example: float | None = None) -> tuple[dict, float]:
+    comps = components(metrics, reference, example)
     return comps, objective(comps, weights)
 
 
-def leave_one_out(models: list[Mapping], weights: Weights) -> list[float]:
+def leave_one_out(models: list[Mapping], weights: Weights, examples: list[float] | None = None) -> list[float]:
     """Each retrained model scored against the others: what a perfect unlearning scores (its
-    cost is its own training, ratio ~1). Empty with fewer than two models."""
+    cost is its own training, ratio ~1); `examples`: each one's per-example gap against the
+    others. Empty with fewer than two models."""
     if len(models) < 2:
         return []
-    return [score(m, ensemble(models[:i] + models[i + 1:]), weights)[1] for i, m in enumerate(models)]
+    examples = examples or [None] * len(models)
+    return [score(m, ensemble(models[:i] + models[i + 1:]), weights, examples[i])[1] for i, m in enumerate(models)]
+
+
+AGGREGATES = ("mean", "worst")
+
+
+def aggregate(values: Iterable[float], how: str = "mean") -> float:
+    """One number from several requests' objectives (higher is better): their mean, or the
+    worst (lowest)."""
+    values = list(values)
+    if not values:
+        raise ValueError("nothing to aggregate")
+    if how == "mean":
+        return statistics.fmean(values)
+    if how == "worst":
+        return min(values)
+    raise ValueError(f"unknown aggregate {how!r}; allowed: {', '.join(AGGREGATES)}")
+
+
+def aggregate_components(per_request: list[Mapping], how: str = "mean") -> dict:
+    """The components of several requests as one set: each one's mean, or with `worst` its
+    largest (every component is minimised). Only components every request has."""
+    names = [c for c in per_request[0] if all(c in comps for comps in per_request)]
+    pick = statistics.fmean if how == "mean" else max
+    return {c: pick(comps[c] for comps in per_request) for c in names}

@@ -14,6 +14,8 @@ Cache layout, under the cache directory (`--cache-dir`, $TUNE_UNLEARN_CACHE, or
     <experiment>/eval-<key>.json     metrics of a model on the validation and the test split,
                                      under the current attacks (the leakage attack's
                                      pl_forget_acc when asked for)
+    <experiment>/conf-<key>.json     a model's logit-scaled confidence on each forget sample
+                                     (the per-example gap's reference: example_gap.py)
 
 Each model's metrics carry its training wall time (`time_s`) and cost (`cost`, MACs).
 
@@ -27,11 +29,13 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+import statistics
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from ..data.load import ExperimentData
@@ -39,12 +43,14 @@ from ..progress_bar import Progress
 from ..files import atomic_write, atomic_write_text, log_stderr
 from ..data.experiment import Experiment, ForgetSpec
 from .metrics import SPLITS, evaluate
-from .objective import Weights, distances, ensemble, leave_one_out, score
+from .example_gap import ExampleReference, forget_confidences, leave_one_out_gaps
+from .objective import Weights, aggregate, aggregate_components, distances, ensemble, leave_one_out, score
 from ..models import load_state_checked, read_checkpoint
 from ..runtime import Runtime, Stopwatch, seed_everything
 from ..training import train_recipe
 
 CACHE_FORMAT = 3  # 3: entries record their training cost in MACs (meta["train_macs"])
+CONFIDENCE_VERSION = 1  # bump when forget_confidences changes meaning
 METRICS_VERSION = 4  # bump when evaluate changes meaning (2: per split; 3: kit attack test size, probe target;
 #                      4: the member-rate attack on the loss alone; the probe's one-class forget sets)
 
@@ -90,6 +96,11 @@ class References:
     retrained: list[dict]  # one per retrained model: split -> metrics (time_s, cost: its training)
     status: dict = field(default_factory=dict)  # role ("original", "retrain-<i>") -> "cached" | "trained" | "checkpoint"
     paths: dict = field(default_factory=dict)  # role -> absolute path of its cache file
+    confidences: dict = field(default_factory=dict)  # role -> confidence on each forget sample (numpy)
+
+    def examples(self) -> ExampleReference:
+        """The retrained models' confidence on each forget sample, and its spread."""
+        return ExampleReference.fit(np.stack([self.confidences[f"retrain-{i}"] for i in range(len(self.retrained))]))
 
     def reference(self, split: str) -> dict:
         """The retrained ensemble on `split`: each metric's mean, `<metric>_sd`, `n_models`."""
@@ -103,17 +114,54 @@ class References:
         """Both baselines scored like a trial, per split: the original (no unlearning) and each
         retrained model against the others (what a perfect unlearning scores)."""
         out = {}
+        original_example = self.examples().gap(self.confidences["original"])
+        retrained_examples = leave_one_out_gaps(np.stack([self.confidences[f"retrain-{i}"]
+                                                          for i in range(len(self.retrained))]))
         for split in SPLITS:
             reference = self.reference(split)
-            comps, value = score(self.baseline(split), reference, weights)
+            comps, value = score(self.baseline(split), reference, weights, original_example)
             out[split] = {
                 "reference": reference,
                 "original": {"metrics": self.baseline(split), "components": comps, "objective": value,
                              "distances": distances(self.original[split], reference)},
                 "retrained": {"metrics": [m[split] for m in self.retrained],
-                              "objectives": leave_one_out([m[split] for m in self.retrained], weights)},
+                              "objectives": leave_one_out([m[split] for m in self.retrained], weights,
+                                                          retrained_examples),
+                              "example_gaps": retrained_examples},
             }
         return out
+
+
+def combine_scored(scored: list[dict], how: str = "mean") -> dict:
+    """Several requests' References.scored as one, in the same shape: the original's metrics,
+    distances and components averaged (components by objective.aggregate_components) and its
+    objective aggregated like a trial's; the retrained models of every request pooled (each
+    scored against the others of its own request); the reference pooled over them, for tables."""
+    if len(scored) == 1:
+        return scored[0]
+    out = {}
+    for split in SPLITS:
+        parts = [s[split] for s in scored]
+        originals = [p["original"] for p in parts]
+        retrained = [m for p in parts for m in p["retrained"]["metrics"]]
+        out[split] = {
+            "reference": ensemble(retrained),
+            "original": {"metrics": _mean_of([o["metrics"] for o in originals]),
+                         "components": aggregate_components([o["components"] for o in originals], how),
+                         "objective": aggregate([o["objective"] for o in originals], how),
+                         "distances": _mean_of([o["distances"] for o in originals])},
+            "retrained": {"metrics": retrained,
+                          "objectives": [v for p in parts for v in p["retrained"]["objectives"]],
+                          "example_gaps": [v for p in parts for v in p["retrained"].get("example_gaps", [])]},
+        }
+    return out
+
+
+def _mean_of(dicts: list[dict]) -> dict:
+    """Key-wise mean of the numbers every dict has."""
+    keys = [k for k, v in dicts[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+            and all(isinstance(d.get(k), (int, float)) for d in dicts)]
+    return {k: statistics.fmean(d[k] for d in dicts) for k in keys}
 
 
 class ReferenceCache:
@@ -226,6 +274,26 @@ class ReferenceCache:
         atomic_write_text(path, json.dumps(result, indent=1))
         return result
 
+    def confidences(self, exp: Experiment, data: ExperimentData, runtime: Runtime, state: dict,
+                    model_id: str) -> np.ndarray:
+        """A model's logit-scaled confidence on each forget sample (cached, keyed like metrics)."""
+        key = digest({"model": model_id, "forget": forget_key(exp.forget), "data": data.fingerprint,
+                      "confidence": CONFIDENCE_VERSION})
+        path = self.root / exp.name / f"conf-{key}.json"
+        if path.exists():
+            try:
+                values = np.asarray(json.loads(path.read_text()), dtype=np.float64)
+                if len(values) == len(data.forget):
+                    return values
+            except (OSError, ValueError):
+                pass
+            self.log(f"cache entry {path} is unusable; recomputing it")
+        model = runtime.prepare(network(exp, data))
+        model.load_state_dict(state)
+        values = [round(float(v), 6) for v in forget_confidences(model, data.forget, runtime, exp.eval.batch_size)]
+        atomic_write_text(path, json.dumps(values))
+        return np.asarray(values, dtype=np.float64)  # as rounded as a cached entry: the same scores either way
+
 
 def retrain_seeds(exp: Experiment) -> list[int]:
     """Training seeds of the retrained models: train.seed, train.seed + 1, ..."""
@@ -245,6 +313,7 @@ def prepare_references(exp: Experiment, data: ExperimentData, runtime: Runtime, 
         # A rebuilt entry keeps its name but is a new model: its creation time is part of the id.
         model_id = file_digest(path) if status == "checkpoint" else f"{path.name}@{meta.get('created')}"
         metrics = cache.metrics(model_exp, data, runtime, state, model_id, meta, leakage)
+        refs.confidences[name] = cache.confidences(model_exp, data, runtime, state, model_id)
         refs.status[name], refs.paths[name] = status, str(path)
         if role == "original":
             refs.original_state, refs.original = state, metrics

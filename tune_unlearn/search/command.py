@@ -24,6 +24,7 @@ import time
 
 from ..cli import add_experiment_args, main_guard, prog
 from ..errors import UserError
+from ..evaluation.objective import AGGREGATES
 from ..files import atomic_write_text
 from .plan import SAMPLERS, Plan, check_resources, existing_run, make_plan
 from .results import SEARCH_FILE, TIMINGS_FILE
@@ -84,6 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mlflow", nargs="?", const="", metavar="TRACKING_URI",
                    help="log every trial to MLflow (needs the 'mlflow' extra); without a URI, a store in the run "
                         "directory (sqlite:///<run_dir>/mlflow.db)")
+    p.add_argument("--requests", nargs="+", metavar="KEY=VALUE[,...]",
+                   help="forget requests to tune on, e.g. seed=0 seed=1 or classes=3 classes=5 (keys: seed, classes, "
+                        "fraction, train_seed); each trial runs on all of them (default: the space's, else the "
+                        "experiment's own)")
+    p.add_argument("--holdout", nargs="+", metavar="KEY=VALUE[,...]",
+                   help="forget requests never tuned on, on which the best configurations and the defaults are run "
+                        "after the search (test split), or 'none' (default: the space's, else the next two forget "
+                        "seeds or classes and another original model)")
+    p.add_argument("--aggregate", choices=AGGREGATES,
+                   help="how the requests' objectives make one: mean (default) or worst")
+    p.add_argument("--holdout-top", type=int, metavar="K",
+                   help="how many of the best configurations run on the held-out requests (default: the space's, 3)")
     p.add_argument("--top", type=int, default=5, help="rows of the final table (default: 5)")
     add_experiment_args(p, default_experiment=None)
     return p
@@ -127,14 +140,17 @@ def main(argv: list[str] | None = None) -> int:
              "original_model": baselines["val"]["original"]["metrics"],
              "original_objective": baselines["val"]["original"]["objective"], "baselines": baselines,
              "reference_status": refs["status"], "reference_paths": refs["paths"], "prepared_on": refs["device"],
-             "sizes": refs["sizes"], "max_concurrent": max_concurrent,
+             "sizes": refs["sizes"], "max_concurrent": max_concurrent, "request_references": refs["requests"],
              "created": time.strftime("%Y-%m-%d %H:%M:%S"), "command": sys.argv}
-    print(separation(baselines), flush=True)
+    print(separation(refs), flush=True)
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     if not resuming:
         atomic_write_text(plan.run_dir / SEARCH_FILE, json.dumps(saved, indent=1, default=str))
-    print(f"searching {plan.method} on {plan.experiment.name}: {plan.num_samples} trials, {max_concurrent} at a time, "
-          f"{plan.cpus_per_trial:g} CPU + {gpus:g} GPU each; results in {plan.run_dir}", flush=True)
+    tuning = [label for label, _ in plan.tuning_experiments()]
+    requests = (f" over {len(tuning)} requests ({', '.join(tuning)}; {plan.aggregate})" if len(tuning) > 1 else "")
+    held = f"; held out: {', '.join(r.label for r in plan.holdout)}" if plan.holdout else ""
+    print(f"searching {plan.method} on {plan.experiment.name}{requests}: {plan.num_samples} trials, {max_concurrent} at "
+          f"a time, {plan.cpus_per_trial:g} CPU + {gpus:g} GPU each{held}; results in {plan.run_dir}", flush=True)
     print(f"watch it: tensorboard --logdir {plan.run_dir}", flush=True)
     from ray.tune import Tuner
 
@@ -151,6 +167,14 @@ def main(argv: list[str] | None = None) -> int:
     from .export import export_run
     from .summary import summary
 
+    if plan.holdout:  # after Tune has finished: the searcher never sees a held-out number
+        from .holdout import run_holdout
+        from .results import load_run
+
+        record = load_run(plan.run_dir)
+        if record.ranked():
+            run_holdout(plan, record, resources, local=not args.address)
+    clock.lap("holdout")
     record = export_run(plan.run_dir, top=args.top)
     clock.lap("export")
     print(summary(record, plan.run_dir, top=args.top, started=started), flush=True)
@@ -162,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
                                       plan.run_dir / "best_config.yaml"):
             print(f"mlflow: best_config.yaml attached to trial {ranked[0].trial_id}'s run; "
                   f"mlflow ui --backend-store-uri {plan.mlflow}", flush=True)
+        if record.holdout:
+            from .tracking import log_holdout
+
+            log_holdout(plan.mlflow, plan.study_name, record.holdout)
     clock.lap("summary")
     if info["owned"]:  # stopped here rather than at exit, so that it is timed too
         import ray

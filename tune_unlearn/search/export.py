@@ -121,6 +121,36 @@ def run_config_of(record: RunRecord, t: TrialRecord) -> dict:
             "reference": s.get("reference"), "reference_test": s.get("reference_test"),
             "original": s.get("original_model"), "original_objective": s.get("original_objective"),
         },
+        "requests": requests_block(record, t),
+        "holdout": holdout_block(record, t),
+    }
+
+
+def requests_block(record: RunRecord, t: TrialRecord) -> dict:
+    """The requests the trial was tuned on, and its objectives on each (several requests)."""
+    labels = [r["label"] for r in record.search.get("requests", [])]
+    out = {"tuned_on": labels, "aggregate": record.search.get("aggregate", "mean")}
+    if len(labels) > 1:
+        out["objectives"] = {label: {"objective": t.result.get(f"{label}/objective"),
+                                     "test_objective": t.result.get(f"{label}/test_objective")} for label in labels}
+    return out
+
+
+def holdout_block(record: RunRecord, t: TrialRecord) -> dict:
+    """The trial's results on the held-out requests (test split), beside the defaults' and the
+    baselines' there; empty when it was not among the configurations run on them."""
+    holdout = record.holdout
+    row = record.holdout_of(t.trial_id)
+    if not holdout or row is None:
+        return {}
+    defaults = next((r for r in holdout["configs"] if r["name"] == "defaults"), None)
+    return {
+        "split": holdout["split"], "aggregate": holdout["aggregate"], "objective": row["holdout_objective"],
+        "requests": {label: {k: v for k, v in (result or {}).items() if k in ("test_objective", "objective",
+                                                                               "test_components", "error")}
+                     for label, result in row["requests"].items()},
+        "defaults_objective": defaults["holdout_objective"] if defaults else None,
+        "baselines": holdout["baselines"],
     }
 
 

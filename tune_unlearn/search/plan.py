@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..cli import experiment_overrides, parse_weights
 from ..config import from_mapping, to_plain
 from ..errors import UserError
 from ..data.experiment import Experiment
+from ..data.requests import (Request, base_request, check_requests, default_holdout, parse_requests,
+                             request_experiments)
 from ..files import default_cache_dir
 from ..methods import get_method
 from ..evaluation.objective import COMPONENT_MODES, Weights, component_names
@@ -43,6 +45,19 @@ class Plan:
     # Evaluate and report after every evaluated epoch of the method: only where something reads
     # those reports (ASHA, or --report-every-epoch for the curves); otherwise one report per trial.
     report_every_epoch: bool = False
+    # The forget requests tuned on (at least one) and held out (data/requests.py), how their
+    # objectives make one, and how many of the best configurations run on the held-out ones.
+    requests: list[Request] = field(default_factory=list)
+    holdout: list[Request] = field(default_factory=list)
+    aggregate: str = "mean"
+    holdout_top: int = 3
+
+    def tuning_experiments(self) -> list[tuple[str, Experiment]]:
+        """(label, experiment) of every request the search tunes on."""
+        return request_experiments(self.experiment, self.requests or [base_request(self.experiment)])
+
+    def holdout_experiments(self) -> list[tuple[str, Experiment]]:
+        return request_experiments(self.experiment, self.holdout)
 
     @property
     def study_name(self) -> str:
@@ -72,6 +87,9 @@ class Plan:
             "cpus_per_trial": self.cpus_per_trial, "gpus_per_trial": self.gpus_per_trial, "leakage": self.leakage,
             "sampler": self.sampler, "study_name": self.study_name, "mlflow": self.mlflow,
             "report_every_epoch": self.report_every_epoch,
+            "requests": [{"label": r.label, "overrides": dict(r.overrides)} for r in self.requests],
+            "holdout": [{"label": r.label, "overrides": dict(r.overrides)} for r in self.holdout],
+            "aggregate": self.aggregate, "holdout_top": self.holdout_top,
         }
 
     @classmethod
@@ -81,10 +99,14 @@ class Plan:
         space = SearchSpace(saved["space"], saved["method"], saved["experiment"], "", saved["experiment_overrides"],
                             saved["num_samples"], weights, params, saved["fixed"])
         exp = from_mapping(Experiment, saved["experiment_config"], f"{run_dir / SEARCH_FILE}: experiment_config")
+        def requests(key: str) -> list[Request]:  # searches before requests existed: the experiment's own, none held out
+            return [Request(tuple(r["overrides"].items())) for r in saved.get(key, [])]
+
         return cls(space, exp, weights, saved["num_samples"], saved["seed"], saved["scheduler"],
                    saved["multi_objective"], saved["cache_dir"], saved["original"], saved["cpus_per_trial"],
                    saved["gpus_per_trial"], run_dir, saved.get("leakage", False), saved.get("sampler", "tpe"),
-                   saved.get("mlflow"), saved.get("report_every_epoch", True))  # older searches reported every epoch
+                   saved.get("mlflow"), saved.get("report_every_epoch", True),  # older searches reported every epoch
+                   requests("requests"), requests("holdout"), saved.get("aggregate", "mean"), saved.get("holdout_top", 3))
 
 
 def choose_space(args: argparse.Namespace) -> SearchSpace:
@@ -138,6 +160,8 @@ def check_resources(args: argparse.Namespace) -> None:
         raise UserError(f"--max-concurrent must be >= 1, got {args.max_concurrent}")
     if args.top < 1:
         raise UserError(f"--top must be >= 1, got {args.top}")
+    if args.holdout_top is not None and args.holdout_top < 1:
+        raise UserError(f"--holdout-top must be >= 1, got {args.holdout_top}")
     import importlib.util
 
     if args.mlflow is not None and importlib.util.find_spec("mlflow") is None:
@@ -172,8 +196,10 @@ def make_plan(args: argparse.Namespace) -> Plan:
     if args.scheduler == "asha" and run.method.epochs_hparam is None:
         raise UserError(f"method {space.method!r} reports no per-epoch states, so ASHA has nothing to stop "
                         "early; use --scheduler fifo")
+    tuning, holdout = choose_requests(args, space, run.experiment)
     space = SearchSpace(space.name, space.method, run.experiment.name, space.description, overrides,
-                        space.num_samples, space.weights, space.params, space.fixed)
+                        space.num_samples, space.weights, space.params, space.fixed, space.requests, space.holdout,
+                        space.aggregate, space.holdout_top)
     name = args.name or f"{space.name}-{run.experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = Path(args.storage_path).expanduser().resolve() / name
     weights = parse_weights(args.weight, space.weights)
@@ -184,7 +210,36 @@ def make_plan(args: argparse.Namespace) -> Plan:
                 args.cpus_per_trial, args.gpus_per_trial, run_dir, args.leakage or weights.leak > 0,
                 choose_sampler(args.sampler, args.multi_objective),
                 None if args.mlflow is None else args.mlflow or f"sqlite:///{run_dir / MLFLOW_FILE}",
-                args.report_every_epoch or args.scheduler == "asha")
+                args.report_every_epoch or args.scheduler == "asha", tuning, holdout,
+                args.aggregate or space.aggregate, args.holdout_top or space.holdout_top)
+
+
+def choose_requests(args: argparse.Namespace, space: SearchSpace, exp: Experiment) -> tuple[list[Request], list[Request]]:
+    """The requests tuned on (--requests, else the space's, else the experiment's own) and held
+    out (--holdout, `none` for none; else the space's; else default_holdout), all checked. A
+    space's requests count only on the space's own experiment."""
+    # A space's requests are forget sets of its own experiment (forget seeds mean nothing where
+    # whole classes are forgotten): with another --experiment they give way to the defaults.
+    own = args.experiment is None or args.experiment == space.experiment
+    if args.requests:
+        tuning = parse_requests(args.requests, "--requests")
+    else:
+        tuning = (list(space.requests) if own else []) or [base_request(exp)]
+    if args.holdout:
+        holdout = [] if args.holdout == ["none"] else parse_requests(args.holdout, "--holdout")
+    elif space.holdout is not None and own:
+        holdout = list(space.holdout)
+    else:
+        holdout = default_holdout(tuning, exp)
+        if args.original:  # the other original model of the default is not there to test
+            holdout = [r for r in holdout if "train.seed" not in dict(r.overrides)]
+    if args.original:
+        other = next((r for r in tuning + holdout if "train.seed" in dict(r.overrides)), None)
+        if other is not None:
+            raise UserError(f"request {other.label} asks for another original model (train_seed), but --original fixes "
+                            "the original model; drop train_seed from the requests")
+    check_requests(tuning, holdout, exp)
+    return tuning, holdout
 
 
 def existing_run(args: argparse.Namespace) -> Path | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from ..errors import UserError
@@ -17,6 +18,7 @@ from ..errors import UserError
 SEARCH_FILE = "search.json"  # written by search.py: the search's settings and references
 STUDY_FILE = "optuna.db"  # the search's Optuna study (SQLite; study.py)
 TIMINGS_FILE = "timings.json"  # wall time of each phase of the search's last session (search.command.Phases)
+HOLDOUT_FILE = "holdout.json"  # the best configurations on the held-out requests (holdout.py)
 MLFLOW_FILE = "mlflow.db"  # the search's own MLflow store, with --mlflow and no URI (tracking.py)
 # A trial's test-split columns (trainable.test_columns), beside the validation metrics
 TEST_COLUMNS = ("test_acc", "forget_test_acc", "test_mia", "test_mia_cv_acc", "test_objective")
@@ -60,6 +62,17 @@ class RunRecord:
 
     def ranked(self) -> list[TrialRecord]:
         return sorted(self.finished, key=lambda t: -t.result["objective"])
+
+    @cached_property
+    def holdout(self) -> dict | None:
+        """holdout.json (holdout.py), or None before the held-out runs or without held-out requests."""
+        path = self.run_dir / HOLDOUT_FILE
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def holdout_of(self, trial_id: str) -> dict | None:
+        """A trial's row of holdout.json, when it was among the configurations run there."""
+        rows = (self.holdout or {}).get("configs", [])
+        return next((r for r in rows if r.get("trial_id") == trial_id), None)
 
 
 def _read_history(trial_dir: Path) -> list[dict]:

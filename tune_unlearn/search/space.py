@@ -15,6 +15,10 @@
       layer_scope: {type: choice, values: [layer4, layer3+layer4, all, fc]}
     fixed:                         # everything else not at the method's default
       mask_lr: 5.0e-4
+    requests: [{seed: 0}, {seed: 1}]   # forget requests tuned on (data/requests.py; default: the experiment's own)
+    holdout: [{seed: 2}, {seed: 3, train_seed: 1}]   # never tuned on; [] for none (default: see default_holdout)
+    aggregate: mean                # one objective from several requests: mean or worst
+    holdout_top: 3                 # the best configurations re-run on the held-out requests (and the defaults)
 
 Rejected with a message listing what is allowed: unknown keys, parameter names the method does
 not have, empty or inverted ranges, log ranges touching zero, values outside the method's
@@ -33,7 +37,8 @@ from ..errors import UserError, one_of
 from ..data.experiment import DEFAULT_EXPERIMENT
 from ..methods import get_method
 from ..methods.base import HParam, Method
-from ..evaluation.objective import Weights
+from ..data.requests import Request, parse_requests
+from ..evaluation.objective import AGGREGATES, Weights
 
 PARAM_TYPES = ("uniform", "loguniform", "int", "logint", "choice")
 
@@ -67,6 +72,10 @@ class SpaceFile:
     objective: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)
     fixed: dict = field(default_factory=dict)
+    requests: tuple[Any, ...] = ()
+    holdout: tuple[Any, ...] | None = None
+    aggregate: str = "mean"
+    holdout_top: int = 3
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,10 @@ class SearchSpace:
     weights: Weights
     params: dict[str, ParamSpec]
     fixed: dict[str, Any]  # typed values, only those not at the method's default
+    requests: tuple[Request, ...] = ()  # tuned on; empty: the experiment's own forget request
+    holdout: tuple[Request, ...] | None = None  # held out; None: default_holdout
+    aggregate: str = "mean"  # objective.AGGREGATES
+    holdout_top: int = 3
 
     def tune_space(self) -> dict:
         """The searched parameters as Ray Tune domains (OptunaSearch converts them)."""
@@ -197,8 +210,14 @@ def validate_space(raw: SpaceFile, name: str, where: str) -> SearchSpace:
         except UserError as exc:
             raise UserError(f"{where}: fixed: {exc}") from None
     weights = Weights().updated(raw.objective, f"{where}: objective")
+    if raw.aggregate not in AGGREGATES:
+        raise one_of(f"aggregate in {where}:", raw.aggregate, AGGREGATES)
+    if raw.holdout_top < 1:
+        raise UserError(f"{where}: holdout_top must be >= 1, got {raw.holdout_top}")
+    holdout = None if raw.holdout is None else tuple(parse_requests(raw.holdout, f"{where}: holdout"))
     space = SearchSpace(name, method.name, raw.experiment, raw.description, dict(raw.experiment_overrides),
-                        raw.num_samples, weights, params, fixed)
+                        raw.num_samples, weights, params, fixed, tuple(parse_requests(raw.requests, f"{where}: requests")),
+                        holdout, raw.aggregate, raw.holdout_top)
     for a, b in method.ordered:
         a_max = space.max_value(a, method)
         b_min = space.params[b].bounds()[0] if b in space.params else space.fixed.get(b, method.hparam(b).default)

@@ -8,6 +8,7 @@ import statistics
 import time
 from pathlib import Path
 
+from ..evaluation.objective import aggregate
 from .export import test_metrics_of
 from .results import STUDY_FILE, RunRecord
 
@@ -48,36 +49,85 @@ def best_table(record: RunRecord, top: int) -> tuple[list[str], list[list[str]]]
     baselines = record.search.get("baselines")
     reference = (baselines or {}).get("test", {}).get("reference") or {}
     measures = [(k, label) for k, label in MEASURES if k in reference]
-    header = ["rank", "trial", "objective", "test obj.", *(label for _, label in measures), "cost %", "time s",
-              *record.params]
+    holdout = record.holdout is not None
+    header = ["rank", "trial", "objective", "test obj.", *(["held-out obj."] if holdout else []),
+              *(label for _, label in measures), "cost %", "time s", *record.params]
     ref_cost = reference.get("cost") or 0
     rows = []
     for i, t in enumerate(record.ranked()[:top], 1):
         test = test_metrics_of(t.result)
         cost = 100 * t.result["cost"] / ref_cost if ref_cost and "cost" in t.result else None
-        rows.append([str(i), t.trial_id, fmt(t.result["objective"], 3), fmt(t.result.get("test_objective"), 3),
+        held = [fmt((record.holdout_of(t.trial_id) or {}).get("holdout_objective"), 3)] if holdout else []
+        rows.append([str(i), t.trial_id, fmt(t.result["objective"], 3), fmt(t.result.get("test_objective"), 3), *held,
                      *(fmt(test.get(k)) for k, _ in measures), fmt(cost, 1), fmt(t.result.get("time_s")),
                      *(fmt(t.config.get(p), 4) for p in record.params)])
     if baselines:
         val, test = baselines["val"], baselines["test"]
         retrained = test["retrained"]["metrics"]
+        held = holdout_baselines(record.holdout) if holdout else None
         rows.append(["", f"retrained ({len(retrained)})", fmt_spread(val["retrained"]["objectives"], 3),
-                     fmt_spread(test["retrained"]["objectives"], 3),
+                     fmt_spread(test["retrained"]["objectives"], 3), *([fmt_spread(held[1], 3)] if held else []),
                      *(fmt_spread([m.get(k) for m in retrained]) for k, _ in measures), "100.0",
                      fmt_spread([m.get("time_s") for m in retrained]), *("" for _ in record.params)])
         original = test["original"]["metrics"]
         rows.append(["", "original", fmt(val["original"]["objective"], 3), fmt(test["original"]["objective"], 3),
+                     *([fmt(held[0], 3)] if held else []),
                      *(fmt(original.get(k)) for k, _ in measures), "0.0", "0.00", *("" for _ in record.params)])
     return header, rows
 
 
-def table(record: RunRecord, top: int = 5) -> str:
-    """best_table as aligned text for the terminal."""
-    head, rows = best_table(record, top)
+def holdout_baselines(holdout: dict) -> tuple[float | None, list[float]]:
+    """The original's held-out objective (aggregated over the held-out requests) and the
+    retrained models' (each against the others of its request), on the test split."""
+    baselines = holdout.get("baselines", {})
+    originals = [b["original"] for b in baselines.values()]
+    aggregated = aggregate(originals, holdout["aggregate"]) if originals and len(originals) == len(holdout["requests"]) else None
+    return aggregated, [v for b in baselines.values() for v in b["retrained"]]
+
+
+def holdout_table(record: RunRecord) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: each configuration run on the held-out requests (the best trials, the
+    defaults) with its tuning objectives beside its test objective on each held-out request and
+    their aggregate; then the retrained models and the original on the same requests."""
+    holdout = record.holdout or {}
+    labels = holdout.get("requests", [])
+    header = ["configuration", "tuning obj.", "tuning test obj.", *labels, "held-out obj."]
+    rows = []
+    for row in holdout.get("configs", []):
+        name = row["name"] + (f" ({row['trial_id']})" if row.get("trial_id") else "")
+        if row.get("same_as"):
+            name += f" = {row['same_as']}"
+        tuning = row.get("tuning") or {}
+        cells = []
+        for label in labels:
+            result = row["requests"].get(label) or {}
+            cells.append("failed" if "error" in result else fmt(result.get("test_objective"), 3))
+        rows.append([name, fmt(tuning.get("objective"), 3), fmt(tuning.get("test_objective"), 3), *cells,
+                     fmt(row.get("holdout_objective"), 3)])
+    baselines = holdout.get("baselines", {})
+    if baselines:
+        original, retrained = holdout_baselines(holdout)
+        val, test = record.search["baselines"]["val"], record.search["baselines"]["test"]
+        rows.append(["retrained, each against the others", fmt_spread(val["retrained"]["objectives"], 3),
+                     fmt_spread(test["retrained"]["objectives"], 3),
+                     *(fmt_spread(baselines.get(label, {}).get("retrained", []), 3) for label in labels),
+                     fmt_spread(retrained, 3)])
+        rows.append(["original (no unlearning)", fmt(val["original"]["objective"], 3), fmt(test["original"]["objective"], 3),
+                     *(fmt(baselines.get(label, {}).get("original"), 3) for label in labels), fmt(original, 3)])
+    return header, rows
+
+
+def aligned(head: list[str], rows: list[list[str]]) -> str:
+    """A table as aligned text for the terminal."""
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in [head, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def table(record: RunRecord, top: int = 5) -> str:
+    """best_table as aligned text for the terminal."""
+    return aligned(*best_table(record, top))
 
 
 def summary(record: RunRecord, run_dir: Path, top: int = 5, started: float | None = None) -> str:
@@ -94,7 +144,7 @@ def summary(record: RunRecord, run_dir: Path, top: int = 5, started: float | Non
         lines[0] += f"; {len(now)} of them in this session's {wall_s:.0f} s: {3600 * len(now) / wall_s:.0f} trials/hour"
     timed = [t.result for t in record.finished if "trial_time_s" in t.result]
     if timed:
-        overhead = [r["trial_time_s"] - r["time_s"] for r in timed]
+        overhead = [r["trial_time_s"] - r["time_s"] * r.get("requests", 1) for r in timed]  # time_s: per request
         trial_s = [r["trial_time_s"] for r in timed]
         lines.append(f"mean trial {sum(trial_s) / len(trial_s):.2f} s, of which outside the unlearning "
                      f"(data, evaluation, reporting) {sum(overhead) / len(overhead):.2f} s")
@@ -102,7 +152,13 @@ def summary(record: RunRecord, run_dir: Path, top: int = 5, started: float | Non
         if t.status == "ERROR":
             lines.append(f"failed trial {t.trial_id}: {t.error}")
     if record.ranked():
-        lines += ["", table(record, top), "", f"best config: {run_dir / 'best_config.yaml'}",
+        lines += ["", table(record, top)]
+        if record.holdout:
+            holdout = record.holdout
+            lines += ["", f"held-out requests (never tuned on; objective on each one's test split, {holdout['aggregate']} "
+                          f"over them in the last column; the best configuration was chosen on the tuning requests alone):",
+                      aligned(*holdout_table(record))]
+        lines += ["", f"best config: {run_dir / 'best_config.yaml'}",
                   f"re-run it:   python -m tune_unlearn.run --config {run_dir / 'best_config.yaml'}"]
     lines.append(f"all trials:  {run_dir / 'results.csv'}")
     if (run_dir / "pareto.csv").exists():

@@ -62,12 +62,34 @@ def log_best_config(uri: str, experiment: str, trial_id: str, path: Path) -> str
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
+    run_id = trial_run(client, experiment, trial_id)
+    if run_id is not None:
+        client.log_artifact(run_id, str(path))
+    return run_id
+
+
+def trial_run(client, experiment: str, trial_id: str) -> str | None:
+    """The id of trial `trial_id`'s (latest) MLflow run, or None."""
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return None
     runs = client.search_runs([found.experiment_id], filter_string=f"tags.trial_id = '{trial_id}'",
                               order_by=["attributes.start_time DESC"], max_results=1)
-    if not runs:
-        return None
-    client.log_artifact(runs[0].info.run_id, str(path))
-    return runs[0].info.run_id
+    return runs[0].info.run_id if runs else None
+
+
+def log_holdout(uri: str, experiment: str, holdout: dict) -> None:
+    """The held-out results (holdout.json) as metrics of each configuration's trial run:
+    `holdout_objective` and `holdout/<request>/test_objective`."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    for row in holdout["configs"]:
+        run_id = trial_run(client, experiment, row["trial_id"]) if row.get("trial_id") else None
+        if run_id is None:
+            continue
+        if row.get("holdout_objective") is not None:
+            client.log_metric(run_id, "holdout_objective", row["holdout_objective"])
+        for label, result in row["requests"].items():
+            if result and "test_objective" in result:
+                client.log_metric(run_id, f"holdout/{label}/test_objective", result["test_objective"])

@@ -14,6 +14,13 @@ The method's own per-epoch logs (losses, accuracies on the batches it trained on
 phase) cost nothing to keep: they go to history.json and, as TensorBoard curves, to an event
 file in the trial's directory beside Tune's.
 
+With several tuning requests (`requests`), a trial runs its configuration on each in turn and
+reports each request's objective, test objective and components as `<label>/<name>`; the
+top-level metrics are their means, the components and the objectives are aggregated (mean, or
+the worst) as objective.aggregate says: the searcher only reads the aggregate. Per-epoch reports
+come from the first request only, so ASHA's rungs count that request's evaluated epochs; a
+trial that passes them runs the other requests, and its final report carries the aggregate.
+
 A trial that diverges or runs out of GPU memory raises `TrialFailed` with the reason: Tune
 marks it errored, the searcher records a failed trial, and the search goes on.
 """
@@ -30,7 +37,7 @@ from ray import tune
 
 from ..data.experiment import Experiment
 from ..methods import get_method
-from ..evaluation.objective import Weights
+from ..evaluation.objective import Weights, aggregate, aggregate_components
 from ..pipeline import EpochReport, Prepared, RunResult, prepare, run_method
 from ..files import atomic_write_text
 from ..runtime import limit_threads, make_runtime
@@ -56,6 +63,11 @@ class TrialJob:
     cpus: float
     leakage: bool = False  # measure pl_forget_acc (and leak_gap) in every report
     report_every_epoch: bool = False  # evaluate and report every evaluated epoch, not only the end
+    requests: tuple = ()  # (label, experiment) of every tuning request; empty: `experiment` alone
+    aggregate: str = "mean"  # how the requests' objectives make one (objective.aggregate)
+
+    def tuning(self) -> tuple:
+        return self.requests or (("", self.experiment),)
 
 
 class TrialFailed(RuntimeError):
@@ -97,6 +109,27 @@ def final_report(result: RunResult, epochs: int) -> dict:
                      **test_columns(result.test_metrics, result.test_objective), **stats)
 
 
+def combined_report(results: list[tuple[str, RunResult]], epochs: int, how: str) -> dict:
+    """One final report from several requests' runs: each request's objective, test objective
+    and components under `<label>/`; metrics, test columns and statistics averaged; components
+    and both objectives aggregated (`how`)."""
+    if len(results) == 1:
+        return final_report(results[0][1], epochs)
+    reports = [final_report(result, epochs) for _, result in results]
+    numbers = [k for k, v in reports[0].items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and all(k in r for r in reports)]
+    out = {k: sum(r[k] for r in reports) / len(reports) for k in numbers}
+    out.update(aggregate_components([r.components for _, r in results], how))
+    out["objective"] = aggregate([r.objective for _, r in results], how)
+    out["test_objective"] = aggregate([r.test_objective for _, r in results], how)
+    out.update(phase="final", final=1, epoch=epochs, requests=len(results))
+    for label, result in results:
+        out[f"{label}/objective"] = result.objective
+        out[f"{label}/test_objective"] = result.test_objective
+        out.update({f"{label}/{c}": v for c, v in result.components.items()})
+    return out
+
+
 def method_logs(entry: dict) -> dict[str, float]:
     """The numbers the method logged in one epoch of a run's history (history.json): without
     the phase and epoch that name it and the clock's time and cost the pipeline adds."""
@@ -112,20 +145,24 @@ def write_curves(trial_dir: Path, history: list[dict]) -> None:
 
     with SummaryWriter(str(trial_dir), filename_suffix=".method_logs") as writer:
         for entry in history:
+            prefix = f"{entry['request']}/" if entry.get("request") else ""  # several requests: one group each
             for name, value in method_logs(entry).items():
-                writer.add_scalar(f"{entry['phase']}/{name}", value, entry["epoch"])
+                writer.add_scalar(f"{prefix}{entry['phase']}/{name}", value, entry["epoch"])
 
 
 # Per-process memo: the search reuses trial actors, so data and references stay on the device.
-_PREPARED: dict[tuple, Prepared] = {}
+_PREPARED: dict[tuple, list[tuple[str, Prepared]]] = {}
 
 
-def _prepared(job: TrialJob) -> Prepared:
-    key = (repr(job.experiment), job.cache_dir, job.original, job.leakage)
+def _prepared(job: TrialJob) -> list[tuple[str, Prepared]]:
+    """(label, data and references) of every tuning request of the job, loaded once per process."""
+    key = (repr(job.tuning()), job.cache_dir, job.original, job.leakage)
     if key not in _PREPARED:
         _PREPARED.clear()
-        _PREPARED[key] = prepare(job.experiment, make_runtime("auto"), job.cache_dir, job.original,
-                                 allow_training=False, log=lambda message: None, leakage=job.leakage)
+        runtime = make_runtime("auto")
+        _PREPARED[key] = [(label, prepare(exp, runtime, job.cache_dir, job.original, allow_training=False,
+                                          log=lambda message: None, leakage=job.leakage))
+                          for label, exp in job.tuning()]
     return _PREPARED[key]
 
 
@@ -141,7 +178,7 @@ def unlearning_trial(config: dict, job: TrialJob) -> None:
         tune.report(json.loads(done.read_text()))
         return
     limit_threads(job.cpus)
-    prepared = _prepared(job)
+    requests = _prepared(job)
     method = get_method(job.method)
     hparams = method.resolve(job.experiment.method_defaults.get(job.method, {}), job.fixed, config)
     reported = 0  # evaluated epochs so far: the rung clock ASHA compares trials on
@@ -151,18 +188,24 @@ def unlearning_trial(config: dict, job: TrialJob) -> None:
         reported += 1
         tune.report(epoch_report(r, reported))
 
-    try:
-        result = run_method(prepared, method, hparams, job.weights, job.seed,
-                            on_report=report if job.report_every_epoch else None, leakage=job.leakage)
-    except Diverged as exc:
-        raise TrialFailed(f"diverged: {exc}") from None
-    except torch.cuda.OutOfMemoryError as exc:
-        _PREPARED.clear()
-        torch.cuda.empty_cache()
-        raise TrialFailed(f"out of GPU memory: {str(exc).splitlines()[0]}") from None
-    final = final_report(result, reported)
+    results, history = [], []
+    several = len(requests) > 1  # one request reports as a search always did: no labels
+    for i, (label, prepared) in enumerate(requests):
+        where = f" on request {label}" if several else ""
+        try:
+            result = run_method(prepared, method, hparams, job.weights, job.seed,
+                                on_report=report if job.report_every_epoch and i == 0 else None, leakage=job.leakage)
+        except Diverged as exc:
+            raise TrialFailed(f"diverged{where}: {exc}") from None
+        except torch.cuda.OutOfMemoryError as exc:
+            _PREPARED.clear()
+            torch.cuda.empty_cache()
+            raise TrialFailed(f"out of GPU memory{where}: {str(exc).splitlines()[0]}") from None
+        results.append((label, result))
+        history += [{**entry, "request": label} if several else entry for entry in result.history]
+    final = combined_report(results, reported, job.aggregate)
     final["trial_time_s"] = time.perf_counter() - started  # the whole trial: data, unlearning, evaluation
-    atomic_write_text(trial_dir / HISTORY, json.dumps(result.history))
-    write_curves(trial_dir, result.history)
+    atomic_write_text(trial_dir / HISTORY, json.dumps(history))
+    write_curves(trial_dir, history)
     atomic_write_text(done, json.dumps(final))
     tune.report(final)

@@ -93,32 +93,61 @@ def prepare_references(plan: Plan, resources: dict, download: bool, local: bool)
 
 
 def references_in_process(plan: Plan, download: bool) -> dict:
+    """Every request's references (tuning and held-out), each scored like trials; `baselines`
+    are the tuning requests' combined as a trial's objective combines them."""
+    from ..evaluation.references import combine_scored
+    from ..files import log_stderr
     from ..pipeline import prepare
     from ..runtime import make_runtime
 
     runtime = make_runtime("auto")
-    prepared = prepare(plan.experiment, runtime, plan.cache_dir, plan.original, download, leakage=plan.leakage)
-    refs, data = prepared.refs, prepared.data
-    return {"baselines": refs.scored(plan.weights), "status": refs.status, "paths": refs.paths,
-            "device": runtime.describe(),
-            "sizes": {"train": len(data.train), "retain": len(data.retain), "forget": len(data.forget),
-                      "val": len(data.val), "test": len(data.test)}}
+    requests = {}
+    several = len(plan.tuning_experiments()) + len(plan.holdout) > 1
+    for role, pairs in (("tune", plan.tuning_experiments()), ("holdout", plan.holdout_experiments())):
+        for label, exp in pairs:
+            if several:
+                log_stderr(f"references of the {'tuning' if role == 'tune' else 'held-out'} request {label} "
+                           f"({exp.forget.describe()}, train seed {exp.train.seed})")
+            prepared = prepare(exp, runtime, plan.cache_dir, plan.original, download, leakage=plan.leakage)
+            refs, data = prepared.refs, prepared.data
+            requests[label] = {"role": role, "baselines": refs.scored(plan.weights), "status": refs.status,
+                               "paths": refs.paths,
+                               "sizes": {"train": len(data.train), "retain": len(data.retain), "forget": len(data.forget),
+                                         "val": len(data.val), "test": len(data.test)}}
+    tuning = {label: r for label, r in requests.items() if r["role"] == "tune"}
+    first = next(iter(tuning.values()))
+    if len(tuning) == 1:
+        status, paths = first["status"], first["paths"]
+    else:
+        status = {f"{label}/{k}": v for label, r in tuning.items() for k, v in r["status"].items()}
+        paths = {f"{label}/{k}": v for label, r in tuning.items() for k, v in r["paths"].items()}
+    return {"baselines": combine_scored([r["baselines"] for r in tuning.values()], plan.aggregate),
+            "requests": requests, "status": status, "paths": paths, "device": runtime.describe(),
+            "sizes": first["sizes"]}
 
 
-def separation(baselines: dict) -> str:
+def separation(refs: dict) -> str:
     """How far the original model is from the retrained ones on the validation split, in units
-    of their spread, with a warning when no measure reaches 2 (nothing visible to unlearn)."""
-    val = baselines["val"]
-    distances = val["original"]["distances"]
-    n = val["reference"]["n_models"]
-    parts = ", ".join(f"{name.removesuffix('_gap')} {d:.1f}" for name, d in distances.items())
-    text = f"original vs the {n} retrained models (|difference| / their spread, validation split): {parts}"
-    if max(distances.values()) < 2:
-        text += ("\nwarning: the original model is within 2 spreads of the retrained models on every measure: this "
-                 "benchmark sees nothing to unlearn, and the search will mostly tune noise")
-    if n < 2:
-        text += "\nwarning: one retrained model has no spread; gaps are measured in units of the 1-point floor"
-    return text
+    of their spread, per tuning request, with a warning when no measure reaches 2 (nothing
+    visible to unlearn)."""
+    tuning = {label: r["baselines"] for label, r in refs["requests"].items() if r["role"] == "tune"}
+    lines, flat, alone = [], [], False
+    for label, baselines in tuning.items():
+        val = baselines["val"]
+        distances = val["original"]["distances"]
+        n = val["reference"]["n_models"]
+        parts = ", ".join(f"{name.removesuffix('_gap')} {d:.1f}" for name, d in distances.items())
+        where = f" (request {label})" if len(tuning) > 1 else ""
+        lines.append(f"original vs the {n} retrained models{where} (|difference| / their spread, validation split): {parts}")
+        flat.append(max(distances.values()) < 2)
+        alone = alone or n < 2
+    if any(flat):
+        lines.append("warning: the original model is within 2 spreads of the retrained models on every measure"
+                     + (" for some requests" if len(flat) > 1 and not all(flat) else "")
+                     + ": this benchmark sees nothing to unlearn, and the search will mostly tune noise")
+    if alone:
+        lines.append("warning: one retrained model has no spread; gaps are measured in units of the 1-point floor")
+    return "\n".join(lines)
 
 
 def make_trainable(plan: Plan, gpus: float):
@@ -128,7 +157,8 @@ def make_trainable(plan: Plan, gpus: float):
 
     job = TrialJob(plan.experiment, str(plan.run_dir), plan.method, plan.space.fixed, plan.weights, plan.cache_dir,
                    plan.original, seed=0, cpus=plan.cpus_per_trial, leakage=plan.leakage,
-                   report_every_epoch=plan.report_every_epoch)
+                   report_every_epoch=plan.report_every_epoch, requests=tuple(plan.tuning_experiments()),
+                   aggregate=plan.aggregate)
     return tune.with_resources(tune.with_parameters(unlearning_trial, job=job),
                                {"cpu": plan.cpus_per_trial, "gpu": gpus})
 
