@@ -3,7 +3,8 @@
     python experiments/search_overhead.py                      # the default search, 3 rounds
     python experiments/search_overhead.py --rounds 1 --num-samples 8 -- --scheduler asha
 
-Each round, on this machine, with the references already cached (trained here first if missing):
+The search runs on one request (forget seed 0) without held-out runs, which is what the loop
+replays. Each round, on this machine, with the references already cached (trained here first if missing):
 1. the search, as a user runs it: `python -m tune_unlearn.search --space default ...` in its own
    process (extra arguments after `--` go to it);
 2. the same trials in a plain loop, in its own process: the configurations the search sampled,
@@ -154,7 +155,9 @@ def main() -> None:
     p.add_argument("--cache-dir", help="references cache (default: the usual one)")
     p.add_argument("--replay", help=argparse.SUPPRESS)  # the loop's own process
     args, extra = p.parse_known_args()
-    extra = [a for a in extra if a != "--"]
+    # One request and no held-out runs (the loop replays the trials of one request): the search's
+    # throughput, as measured before searches had requests.
+    extra = ["--requests", "seed=0", "--holdout", "none", *(a for a in extra if a != "--")]
     if args.replay:
         print(json.dumps(replay(Path(args.replay))))
         return

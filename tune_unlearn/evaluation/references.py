@@ -55,6 +55,10 @@ METRICS_VERSION = 4  # bump when evaluate changes meaning (2: per split; 3: kit 
 #                      4: the member-rate attack on the loss alone; the probe's one-class forget sets)
 
 
+class NotCached(RuntimeError):
+    """A reference model is missing from the cache where nothing may train it (a trial)."""
+
+
 def network(exp: Experiment, data: ExperimentData) -> torch.nn.Module:
     """A fresh network of the experiment, for every caller that builds one (references, runs).
     torchvision is imported here, about 2 s, so that loading cached references, as the search's
@@ -242,7 +246,7 @@ class ReferenceCache:
             self.log(f"cache hit: {role} model (seed {exp.train.seed}) from {path}")
             return entry["state_dict"], entry["meta"], "cached", path
         if not allow_training:
-            raise RuntimeError(f"the {role} model is not in the cache ({path}); the driver prepares it before trials start")
+            raise NotCached(f"the {role} model is not in the cache ({path}); the driver prepares it before trials start")
         state, meta = self._train(exp, data, runtime, role)
         payload = {"state_dict": state, "meta": meta}
         if forget is not None:

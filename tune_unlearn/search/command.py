@@ -28,7 +28,8 @@ from ..evaluation.objective import AGGREGATES
 from ..files import atomic_write_text
 from .plan import SAMPLERS, Plan, check_resources, existing_run, make_plan
 from .results import SEARCH_FILE, TIMINGS_FILE
-from .tuner import concurrency, make_trainable, make_tuner, prepare_references, separation, start_ray
+from .references import prepare_references, separation
+from .tuner import concurrency, make_trainable, make_tuner, start_ray
 
 
 class Phases:

@@ -1,5 +1,5 @@
-"""What a search does with Ray: start or join it, prepare the references in a Ray task, and
-build the Tuner (searcher, scheduler, reporter, callbacks) over the trainable."""
+"""What a search does with Ray: start or join it, and build the Tuner (searcher, scheduler,
+reporter, callbacks) over the trainable. The references: references.py."""
 
 from __future__ import annotations
 
@@ -59,95 +59,6 @@ def start_ray(args: argparse.Namespace, method: str) -> dict:
     if args.dashboard and info["dashboard"]:
         print(f"Ray dashboard: http://{info['dashboard']}  (if it asks for a token: ray get-auth-token)", flush=True)
     return info
-
-
-def prepare_references(plan: Plan, resources: dict, download: bool, local: bool) -> dict:
-    """Train or load the references; returns them scored like trials (References.scored), with
-    where they came from.
-
-    On a cluster or with a GPU, in a Ray task (on a GPU when there is one) that exits afterwards,
-    so that its memory is free before the trials start. In a local session without a GPU, in
-    this process: a task would start a process that imports torch and this package again
-    (seconds on a small machine) for the same work."""
-    if local and resources.get("GPU", 0) == 0:
-        return references_in_process(plan, download)
-
-    import ray
-
-    gpus = 1 if resources.get("GPU", 0) >= 1 else 0
-    cpus = max(1, min(int(resources.get("CPU", 1)), 8))
-
-    @ray.remote(num_cpus=cpus, num_gpus=gpus, max_calls=1)
-    def prepare_task(plan, download):
-        from ..runtime import limit_threads
-
-        limit_threads(cpus)
-        return references_in_process(plan, download)
-
-    try:
-        return ray.get(prepare_task.remote(plan, download))
-    except ray.exceptions.RayTaskError as exc:
-        if isinstance(exc.cause, UserError):
-            raise exc.cause from None
-        raise
-
-
-def references_in_process(plan: Plan, download: bool) -> dict:
-    """Every request's references (tuning and held-out), each scored like trials; `baselines`
-    are the tuning requests' combined as a trial's objective combines them."""
-    from ..evaluation.references import combine_scored
-    from ..files import log_stderr
-    from ..pipeline import prepare
-    from ..runtime import make_runtime
-
-    runtime = make_runtime("auto")
-    requests = {}
-    several = len(plan.tuning_experiments()) + len(plan.holdout) > 1
-    for role, pairs in (("tune", plan.tuning_experiments()), ("holdout", plan.holdout_experiments())):
-        for label, exp in pairs:
-            if several:
-                log_stderr(f"references of the {'tuning' if role == 'tune' else 'held-out'} request {label} "
-                           f"({exp.forget.describe()}, train seed {exp.train.seed})")
-            prepared = prepare(exp, runtime, plan.cache_dir, plan.original, download, leakage=plan.leakage)
-            refs, data = prepared.refs, prepared.data
-            requests[label] = {"role": role, "baselines": refs.scored(plan.weights), "status": refs.status,
-                               "paths": refs.paths,
-                               "sizes": {"train": len(data.train), "retain": len(data.retain), "forget": len(data.forget),
-                                         "val": len(data.val), "test": len(data.test)}}
-    tuning = {label: r for label, r in requests.items() if r["role"] == "tune"}
-    first = next(iter(tuning.values()))
-    if len(tuning) == 1:
-        status, paths = first["status"], first["paths"]
-    else:
-        status = {f"{label}/{k}": v for label, r in tuning.items() for k, v in r["status"].items()}
-        paths = {f"{label}/{k}": v for label, r in tuning.items() for k, v in r["paths"].items()}
-    return {"baselines": combine_scored([r["baselines"] for r in tuning.values()], plan.aggregate),
-            "requests": requests, "status": status, "paths": paths, "device": runtime.describe(),
-            "sizes": first["sizes"]}
-
-
-def separation(refs: dict) -> str:
-    """How far the original model is from the retrained ones on the validation split, in units
-    of their spread, per tuning request, with a warning when no measure reaches 2 (nothing
-    visible to unlearn)."""
-    tuning = {label: r["baselines"] for label, r in refs["requests"].items() if r["role"] == "tune"}
-    lines, flat, alone = [], [], False
-    for label, baselines in tuning.items():
-        val = baselines["val"]
-        distances = val["original"]["distances"]
-        n = val["reference"]["n_models"]
-        parts = ", ".join(f"{name.removesuffix('_gap')} {d:.1f}" for name, d in distances.items())
-        where = f" (request {label})" if len(tuning) > 1 else ""
-        lines.append(f"original vs the {n} retrained models{where} (|difference| / their spread, validation split): {parts}")
-        flat.append(max(distances.values()) < 2)
-        alone = alone or n < 2
-    if any(flat):
-        lines.append("warning: the original model is within 2 spreads of the retrained models on every measure"
-                     + (" for some requests" if len(flat) > 1 and not all(flat) else "")
-                     + ": this benchmark sees nothing to unlearn, and the search will mostly tune noise")
-    if alone:
-        lines.append("warning: one retrained model has no spread; gaps are measured in units of the 1-point floor")
-    return "\n".join(lines)
 
 
 def make_trainable(plan: Plan, gpus: float):
