@@ -45,12 +45,13 @@ def baseline_rows(record: RunRecord) -> list[dict]:
     rows = [{"trial_id": "original", "status": "BASELINE", **val["original"]["metrics"],
              **val["original"]["components"], "objective": val["original"]["objective"],
              **test_columns(test["original"]["metrics"], test["original"]["objective"])}]
+    n = len(val["retrained"]["metrics"])
     retrained = zip(val["retrained"]["metrics"], test["retrained"]["metrics"],
-                    val["retrained"]["objectives"] or [None] * len(val["retrained"]["metrics"]),
-                    test["retrained"]["objectives"] or [None] * len(test["retrained"]["metrics"]))
-    for i, (v, te, objective, test_objective) in enumerate(retrained):
-        rows.append({"trial_id": f"retrained-{i}", "status": "BASELINE", **v, "objective": objective,
-                     **test_columns(te, test_objective)})
+                    val["retrained"]["objectives"] or [None] * n, test["retrained"]["objectives"] or [None] * n,
+                    val["retrained"].get("example_gaps") or [None] * n)
+    for i, (v, te, objective, test_objective, example) in enumerate(retrained):
+        rows.append({"trial_id": f"retrained-{i}", "status": "BASELINE", **v, "example_gap": example,
+                     "objective": objective, **test_columns(te, test_objective)})
     return rows
 
 
