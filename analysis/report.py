@@ -53,7 +53,8 @@ def best_trials(record: RunRecord, top: int) -> Section:
     s = Section("Best trials beside the retrained and the original model")
     s.table(*best_table(record, top))
     s.text("objective: what the search maximised, on the validation split: the gaps to the retrained models in units "
-           "of their spread beyond the first, plus the cost ratio (0 is ideal); test obj.: the same on the test split. "
+           "of their spread beyond the first, plus the cost ratio (0 is ideal), over the tuning requests; test obj.: the "
+           "same on the test split; held-out obj. (where run): on the requests the search held out (test split). "
            "The measures are the test split's (final numbers). retrained (K): K models retrained with different seeds, "
            "mean ± sd, each scored against the others (what a perfect unlearning scores); original: no unlearning "
            "(time and cost 0). Accuracies and MIA in %; MIA: share of the forget set an attack trained on retain vs "

@@ -194,6 +194,11 @@ def test_bad_input_stops_before_ray_starts(tmp_path, capsys, monkeypatch):
         (["--resume", "--storage-path", str(tmp_path / "none")], "--resume: no search to resume"),
         (["--space", "default", "--sampler", "nsga2"], "--sampler nsga2 is a multi-objective genetic algorithm"),
         (["--space", "default", "--sampler", "nsga3"], "add --multi-objective"),
+        (["--space", "default", "--requests", "speed=1"], "unknown request key 'speed'; allowed: seed, classes"),
+        (["--space", "default", "--holdout", "seed=1"], "held-out request seed1 makes the same forget set and models"),
+        (["--space", "default", "--experiment", "digits_class", "--requests", "seed=1", "seed=2"],
+         "a forget seed chooses nothing: use classes="),
+        (["--space", "default", "--holdout-top", "0"], "--holdout-top must be >= 1"),
     ]
     from tune_unlearn.search.plan import dashboard_missing
 

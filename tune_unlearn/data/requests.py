@@ -163,6 +163,8 @@ def check_requests(tuning: list[Request], holdout: list[Request], base: Experime
                                 f"{exp.forget.rule!r}; every request of a search uses the experiment's rule")
             same = made.get(_identity(exp))
             if same is not None:
-                raise UserError(f"{kind} request {label} makes the same forget set and models as {same}"
-                                + ("; a held-out request must be one the search never tunes on" if kind == "held-out" else ""))
+                why = "; a held-out request must be one the search never tunes on" if kind == "held-out" else ""
+                if base.forget.rule == "classes":
+                    why += " (with whole classes forgotten a forget seed chooses nothing: use classes=...)"
+                raise UserError(f"{kind} request {label} makes the same forget set and models as {same}{why}")
             made[_identity(exp)] = f"{kind} request {label}"

@@ -27,6 +27,11 @@ with a prior weight equal to the sample's own degrees of freedom. FLOOR (one uni
 a factor e in the odds) stands in for the spread where the retrained models agree almost
 exactly, as on a forgotten class, so that a difference nobody could call a tell costs nothing.
 With one retrained model there is no variance: the floor alone.
+
+The likelihood-ratio attack (per_example/lira.py) fits per-sample Gaussians too, but for an
+attacker with few models it follows LiRA's own rule (one spread for every sample, the median)
+and a floor at the threshold grid's resolution: it asks how well one can tell, this asks how far
+a model is, so each keeps its own estimator.
 """
 
 from __future__ import annotations

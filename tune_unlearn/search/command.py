@@ -5,10 +5,13 @@
     python -m tune_unlearn.search --method selective --multi-objective --scheduler asha
     python -m tune_unlearn.search --name my-search --resume
     python -m tune_unlearn.search --space default --sampler gp --mlflow
+    python -m tune_unlearn.search --space default --requests seed=0 seed=1 seed=2 --holdout seed=3
 
-Validates the space, the experiment and every fixed value before Ray starts; trains (once,
-cached) the original and retrained references in a Ray task before any trial starts, so
-concurrent trials never race; runs the trials (several per GPU by default); then writes
+Validates the space, the experiment, the requests and every fixed value before Ray starts;
+trains (once, cached) every request's original and retrained references before any trial
+starts (references.py), so concurrent trials never race; runs the trials (several per GPU by
+default), each on every tuning request; runs the best configurations and the defaults on the
+held-out requests (holdout.py); then writes
 results.csv and best_config.yaml (and pareto.csv with --multi-objective) under runs/<name>/
 and prints the best trials beside the retrained reference. The Optuna study is kept in
 runs/<name>/optuna.db (optuna-dashboard, optuna.load_study; a resume continues it); --mlflow
