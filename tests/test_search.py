@@ -147,10 +147,15 @@ def test_export_round_trip_into_run_config(finished_search, capsys, session_cach
     assert rerun["test_metrics"]["test_acc"] == pytest.approx(best["test_metrics"]["test_acc"], abs=1e-6)
 
 
-def test_a_diverging_trial_fails_with_its_reason_and_the_search_goes_on(ray_address, tmp_path, session_cache, capsys):
+def test_a_diverging_trial_fails_with_its_reason_and_the_search_goes_on(ray_address, tmp_path, session_cache, capsys,
+                                                                         monkeypatch):
     path = space_file(tmp_path, num_samples=2, params={"decay": {"type": "uniform", "low": 0.0, "high": 0.5}},
                       fixed={"mask_epochs": 2, "ft_epochs": 1, "ft_lr": 1e12})
-    assert search.main(["--space", path, "--max-concurrent", "1", *search_args(tmp_path, session_cache, "nan")]) == 0
+    # Also: a file:// storage path is the folder it names, and $RAY_ADDRESS joins that cluster as
+    # --address does (the references then come from a Ray task, as on a cluster)
+    monkeypatch.setenv("RAY_ADDRESS", ray_address)
+    storage = ["--storage-path", (tmp_path / "runs").as_uri()]
+    assert search.main(["--space", path, "--max-concurrent", "1", *search_args(tmp_path, session_cache, "nan"), *storage]) == 0
     rows = trial_rows(tmp_path / "runs" / "nan" / "results.csv")
     assert len(rows) == 2  # the second trial ran after the first failed
     assert all(r["status"] == "ERROR" and "diverged" in r["error"] and "nan" in r["error"] for r in rows)
@@ -199,6 +204,8 @@ def test_bad_input_stops_before_ray_starts(tmp_path, capsys, monkeypatch):
         (["--space", "default", "--experiment", "digits_class", "--requests", "seed=1", "seed=2"],
          "a forget seed chooses nothing: use classes="),
         (["--space", "default", "--holdout-top", "0"], "--holdout-top must be >= 1"),
+        (["--space", "default", "--storage-path", "s3://bucket/x"], "--storage-path s3://bucket/x: only a folder or a file"),
+        (["--space", "default", "--address", "ray://head:10001"], "Ray Client (ray://) is not supported"),
     ]
     from tune_unlearn.search.plan import dashboard_missing
 
@@ -208,6 +215,9 @@ def test_bad_input_stops_before_ray_starts(tmp_path, capsys, monkeypatch):
         assert search.main(args) == 2, args
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, (args, err)
+    assert not Path("s3:").exists()  # a URI never becomes a local folder named after its scheme
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")  # Ray's own variable is read like --address
+    assert search.main(["--space", "default"]) == 2 and "RAY_ADDRESS ray://head:10001" in capsys.readouterr().err
 
 
 def test_resume_after_ctrl_c_runs_no_trial_twice(ray_address, tmp_path, session_cache):

@@ -29,7 +29,7 @@ from ..cli import add_experiment_args, main_guard, prog
 from ..errors import UserError
 from ..evaluation.objective import AGGREGATES
 from ..files import atomic_write_text
-from .plan import SAMPLERS, Plan, check_resources, existing_run, make_plan
+from .plan import SAMPLERS, Plan, check_resources, cluster_address, existing_run, make_plan
 from .results import SEARCH_FILE, TIMINGS_FILE
 from .references import prepare_references, separation
 from .tuner import concurrency, make_trainable, make_tuner, start_ray
@@ -81,10 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight", action="append", default=[], metavar="NAME=VALUE", help="override an objective weight")
     p.add_argument("--leakage", action="store_true",
                    help="measure leakage (pl_forget_acc, leak_gap) in every trial; on by itself when the leak weight > 0")
-    p.add_argument("--storage-path", default="runs", help="where runs live (default: ./runs; shared storage on a cluster)")
+    p.add_argument("--storage-path", default="runs",
+                   help="the folder runs live in, or a file:///absolute/path (default: ./runs; a shared folder on a cluster; "
+                        "s3:// and other URIs are refused)")
     p.add_argument("--name", help="run name (default: <space>-<experiment>-<time>); an existing run of that name resumes")
     p.add_argument("--resume", action="store_true", help="continue the interrupted search --name (default: the latest)")
-    p.add_argument("--address", help="join a running Ray cluster ('auto', or the head's host:port)")
+    p.add_argument("--address", help="join a running Ray cluster ('auto', or the head's host:port; default: $RAY_ADDRESS "
+                                     "if set, else a local Ray session; ray:// is refused)")
     p.add_argument("--dashboard", action="store_true", help="start the Ray dashboard (needs the 'dashboard' extra)")
     p.add_argument("--mlflow", nargs="?", const="", metavar="TRACKING_URI",
                    help="log every trial to MLflow (needs the 'mlflow' extra); without a URI, a store in the run "
@@ -121,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"resuming {run_dir}", flush=True)
     else:
         plan = make_plan(args)
-        if not args.address:  # the data must be where the experiment says, before Ray starts
+        if not cluster_address(args):  # the data must be where the experiment says, before Ray starts
             from ..data.load import load_data
 
             load_data(plan.experiment, "cpu", args.download)
@@ -136,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--gpus-per-trial {gpus:g} asked for, but the Ray cluster has no GPU")
     plan.gpus_per_trial = gpus
     max_concurrent = concurrency(resources, plan.cpus_per_trial, gpus, args.max_concurrent)
-    refs = prepare_references(plan, resources, args.download, local=not args.address)
+    local = not cluster_address(args)
+    refs = prepare_references(plan, resources, args.download, local=local)
     clock.lap("references")
     baselines = refs["baselines"]
     saved = {**plan.to_json(), "reference": baselines["val"]["reference"],
@@ -177,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
 
         record = load_run(plan.run_dir)
         if record.ranked():
-            run_holdout(plan, record, resources, local=not args.address)
+            run_holdout(plan, record, resources, local=local)
     clock.lap("holdout")
     record = export_run(plan.run_dir, top=args.top)
     clock.lap("export")

@@ -147,6 +147,37 @@ def choose_sampler(name: str | None, multi_objective: bool) -> str:
     return name
 
 
+def storage_root(value: str) -> Path:
+    """The folder runs live in: a path, or a file:// URI of one. Other URIs (s3://, gs://, ...)
+    are refused: the run directory's own files (search.json, results.csv, best_config.yaml,
+    optuna.db, holdout.json) and the trials' files are written with ordinary file operations, so
+    they need a file system every node sees (a local or shared folder); without this check a URI
+    became a local folder named after its scheme."""
+    from urllib.parse import unquote, urlparse
+
+    if "://" not in value:
+        return Path(value).expanduser().resolve()
+    url = urlparse(value)
+    if url.scheme == "file" and url.netloc in ("", "localhost") and url.path.startswith("/"):
+        return Path(unquote(url.path)).resolve()
+    raise UserError(f"--storage-path {value}: only a folder or a file:///absolute/path is supported ({url.scheme}:// "
+                    "storage is not: the run's files are written as files; use a folder on a shared file system)")
+
+
+def cluster_address(args: argparse.Namespace) -> str | None:
+    """The Ray cluster the search joins: --address, else $RAY_ADDRESS (which ray.init would
+    follow anyway), else None (a local Ray session). Ray Client (ray://) is refused: the run's
+    files would be written on the client."""
+    import os
+
+    address = args.address or os.environ.get("RAY_ADDRESS") or None
+    if address and address.startswith("ray://"):
+        source = "--address" if args.address else "RAY_ADDRESS"
+        raise UserError(f"{source} {address}: Ray Client (ray://) is not supported, the search writes its run directory "
+                        "where it runs; start it on a node of the cluster with --address auto")
+    return address
+
+
 def check_resources(args: argparse.Namespace) -> None:
     if args.num_samples is not None and args.num_samples < 1:
         raise UserError(f"--num-samples must be >= 1, got {args.num_samples}")
@@ -166,6 +197,8 @@ def check_resources(args: argparse.Namespace) -> None:
 
     if args.mlflow is not None and importlib.util.find_spec("mlflow") is None:
         raise UserError("--mlflow needs the mlflow extra: pip install -e '.[mlflow]'")
+    storage_root(args.storage_path)
+    cluster_address(args)
     if args.dashboard and (why := dashboard_missing()):
         raise UserError(f"--dashboard needs the dashboard extra ({why}): pip install -e '.[dashboard]'")
 
@@ -201,7 +234,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
                         space.num_samples, space.weights, space.params, space.fixed, space.requests, space.holdout,
                         space.aggregate, space.holdout_top)
     name = args.name or f"{space.name}-{run.experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = Path(args.storage_path).expanduser().resolve() / name
+    run_dir = storage_root(args.storage_path) / name
     weights = parse_weights(args.weight, space.weights)
     return Plan(space, run.experiment, weights, args.num_samples or space.num_samples,
                 args.seed, args.scheduler, args.multi_objective,
@@ -245,7 +278,7 @@ def choose_requests(args: argparse.Namespace, space: SearchSpace, exp: Experimen
 def existing_run(args: argparse.Namespace) -> Path | None:
     """The run directory to resume: --name's if it holds a search, the latest with a bare
     --resume; None for a new search."""
-    storage = Path(args.storage_path).expanduser().resolve()
+    storage = storage_root(args.storage_path)
     if args.name:
         run_dir = storage / args.name
     elif args.resume:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..methods import get_method
-from .plan import Plan
+from .plan import Plan, cluster_address
 
 # Save Tune's experiment state (trials, searcher history) at least this often (seconds), so a
 # killed driver loses little bookkeeping; finished trials are never re-run in any case. Each
@@ -41,7 +41,8 @@ def start_ray(args: argparse.Namespace, method: str) -> dict:
     import ray
 
     kwargs = {"logging_level": logging.WARNING, "log_to_driver": True, "ignore_reinit_error": True}
-    if args.address:
+    address = cluster_address(args)
+    if address:
         # Ship this package (and a method from outside it) to the cluster's workers, so every
         # node runs the driver's code.
         import tune_unlearn
@@ -53,7 +54,7 @@ def start_ray(args: argparse.Namespace, method: str) -> dict:
         if args.dashboard:
             kwargs["dashboard_host"] = "127.0.0.1"
     joined = ray.is_initialized()  # a session this process already has (the tests' shared one)
-    context = ray.init(address=args.address, **kwargs)
+    context = ray.init(address=address, **kwargs)
     info = {"resources": ray.cluster_resources(), "dashboard": getattr(context, "dashboard_url", None),
             "owned": not joined}
     if args.dashboard and info["dashboard"]:
