@@ -35,8 +35,7 @@ def prepare_references(plan: Plan, resources: dict, download: bool, local: bool)
 
     import ray
 
-    total = int(resources.get("CPU", 1))
-    cpus = max(1, min(8, total if gpu else total // len(groups)))
+    cpus = task_cpus(ray.nodes(), gpu, len(groups))
     work = [[r for group in groups for r in group]] if gpu else groups
 
     @ray.remote(num_cpus=cpus, num_gpus=1 if gpu else 0, max_calls=1)
@@ -53,6 +52,17 @@ def prepare_references(plan: Plan, resources: dict, download: bool, local: bool)
             raise exc.cause from None
         raise
     return combined_references(plan, parts)
+
+
+def task_cpus(nodes: list[dict], gpu: bool, groups: int) -> int:
+    """CPUs for each reference task: with a GPU, as many as the largest node with a GPU has (at
+    most 8); without, an equal share of the cluster's CPUs per group of requests, at most what
+    the largest node has, so that every task fits on one node (`nodes`: ray.nodes())."""
+    alive = [n.get("Resources", {}) for n in nodes if n.get("Alive", True)]
+    usable = [r for r in alive if r.get("GPU", 0) >= 1] if gpu else alive
+    largest = int(max((r.get("CPU", 0) for r in usable), default=1))
+    share = largest if gpu else int(sum(r.get("CPU", 0) for r in alive)) // groups
+    return max(1, min(8, largest, share))
 
 
 def request_groups(plan: Plan) -> list[list[tuple[str, str, object]]]:
