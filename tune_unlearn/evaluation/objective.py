@@ -179,6 +179,15 @@ def aggregate(values: Iterable[float], how: str = "mean") -> float:
     raise ValueError(f"unknown aggregate {how!r}; allowed: {', '.join(AGGREGATES)}")
 
 
+def mean_numbers(dicts: list[Mapping]) -> dict:
+    """Key-wise mean of the numbers (not booleans) every mapping has, in the first one's order."""
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    keys = [k for k, v in dicts[0].items() if number(v) and all(number(d.get(k)) for d in dicts)]
+    return {k: statistics.fmean(d[k] for d in dicts) for k in keys}
+
+
 def aggregate_components(per_request: list[Mapping], how: str = "mean") -> dict:
     """The components of several requests as one set: each one's mean, or with `worst` its
     largest (every component is minimised). Only components every request has."""

@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
-import statistics
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -44,7 +43,8 @@ from ..files import atomic_write, atomic_write_text, log_stderr
 from ..data.experiment import Experiment, ForgetSpec
 from .metrics import SPLITS, evaluate
 from .example_gap import ExampleReference, forget_confidences, leave_one_out_gaps
-from .objective import Weights, aggregate, aggregate_components, distances, ensemble, leave_one_out, score
+from .objective import (Weights, aggregate, aggregate_components, distances, ensemble, leave_one_out, mean_numbers,
+                        score)
 from ..models import load_state_checked, read_checkpoint
 from ..runtime import Runtime, Stopwatch, seed_everything
 from ..training import train_recipe
@@ -66,6 +66,13 @@ def network(exp: Experiment, data: ExperimentData) -> torch.nn.Module:
     from ..resnet import build_model
 
     return build_model(exp.model, data.num_classes, data.in_channels)
+
+
+def loaded(exp: Experiment, data: ExperimentData, runtime: Runtime, state: dict) -> torch.nn.Module:
+    """A network of the experiment on the device, holding `state` (a cached model, to evaluate)."""
+    model = runtime.prepare(network(exp, data))
+    model.load_state_dict(state)
+    return model
 
 
 def digest(payload: dict) -> str:
@@ -102,9 +109,13 @@ class References:
     paths: dict = field(default_factory=dict)  # role -> absolute path of its cache file
     confidences: dict = field(default_factory=dict)  # role -> confidence on each forget sample (numpy)
 
+    def retrained_confidences(self) -> np.ndarray:
+        """The retrained models' confidences on the forget set, (K models x N samples)."""
+        return np.stack([self.confidences[f"retrain-{i}"] for i in range(len(self.retrained))])
+
     def examples(self) -> ExampleReference:
         """The retrained models' confidence on each forget sample, and its spread."""
-        return ExampleReference.fit(np.stack([self.confidences[f"retrain-{i}"] for i in range(len(self.retrained))]))
+        return ExampleReference.fit(self.retrained_confidences())
 
     def reference(self, split: str) -> dict:
         """The retrained ensemble on `split`: each metric's mean, `<metric>_sd`, `n_models`."""
@@ -119,8 +130,7 @@ class References:
         retrained model against the others (what a perfect unlearning scores)."""
         out = {}
         original_example = self.examples().gap(self.confidences["original"])
-        retrained_examples = leave_one_out_gaps(np.stack([self.confidences[f"retrain-{i}"]
-                                                          for i in range(len(self.retrained))]))
+        retrained_examples = leave_one_out_gaps(self.retrained_confidences())
         for split in SPLITS:
             reference = self.reference(split)
             comps, value = score(self.baseline(split), reference, weights, original_example)
@@ -150,22 +160,15 @@ def combine_scored(scored: list[dict], how: str = "mean") -> dict:
         retrained = [m for p in parts for m in p["retrained"]["metrics"]]
         out[split] = {
             "reference": ensemble(retrained),
-            "original": {"metrics": _mean_of([o["metrics"] for o in originals]),
+            "original": {"metrics": mean_numbers([o["metrics"] for o in originals]),
                          "components": aggregate_components([o["components"] for o in originals], how),
                          "objective": aggregate([o["objective"] for o in originals], how),
-                         "distances": _mean_of([o["distances"] for o in originals])},
+                         "distances": mean_numbers([o["distances"] for o in originals])},
             "retrained": {"metrics": retrained,
                           "objectives": [v for p in parts for v in p["retrained"]["objectives"]],
                           "example_gaps": [v for p in parts for v in p["retrained"].get("example_gaps", [])]},
         }
     return out
-
-
-def _mean_of(dicts: list[dict]) -> dict:
-    """Key-wise mean of the numbers every dict has."""
-    keys = [k for k, v in dicts[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-            and all(isinstance(d.get(k), (int, float)) for d in dicts)]
-    return {k: statistics.fmean(d[k] for d in dicts) for k in keys}
 
 
 class ReferenceCache:
@@ -269,9 +272,7 @@ class ReferenceCache:
                 return json.loads(path.read_text())
             except (OSError, ValueError):
                 self.log(f"cache entry {path} is unreadable; re-evaluating")
-        model = runtime.prepare(network(exp, data))
-        model.load_state_dict(state)
-        result = evaluate(model, data, runtime, exp.eval.batch_size, exp.eval.mia_seed,
+        result = evaluate(loaded(exp, data, runtime, state), data, runtime, exp.eval.batch_size, exp.eval.mia_seed,
                           leakage=exp.leakage if leakage else None)
         for split_metrics in result.values():
             split_metrics.update(time_s=meta.get("train_time_s"), cost=meta.get("train_macs"))
@@ -292,8 +293,7 @@ class ReferenceCache:
             except (OSError, ValueError):
                 pass
             self.log(f"cache entry {path} is unusable; recomputing it")
-        model = runtime.prepare(network(exp, data))
-        model.load_state_dict(state)
+        model = loaded(exp, data, runtime, state)
         values = [round(float(v), 6) for v in forget_confidences(model, data.forget, runtime, exp.eval.batch_size)]
         atomic_write_text(path, json.dumps(values))
         return np.asarray(values, dtype=np.float64)  # as rounded as a cached entry: the same scores either way

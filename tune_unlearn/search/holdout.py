@@ -38,30 +38,25 @@ KEPT_METRICS = ("retain_acc", "forget_acc", "forget_true_acc", "test_acc", "forg
 
 def candidates(plan: Plan, record: RunRecord) -> list[dict]:
     """The `holdout_top` best finished trials and the defaults: name, trial id, hyperparameters
-    and the tuning objectives."""
+    and the tuning objectives (the defaults': those of a finished trial that ran them, as the
+    search's first trial does when the space holds them; else None)."""
     method = get_method(plan.method)
     defaults = plan.experiment.method_defaults.get(plan.method, {})
-    out = []
-    for rank, t in enumerate(record.ranked()[:plan.holdout_top], 1):
-        out.append({"name": f"rank {rank}", "trial_id": t.trial_id, "rank": rank,
-                    "hparams": method.resolve(defaults, plan.space.fixed, t.config),
-                    "tuning": {"objective": t.result["objective"], "test_objective": t.result.get("test_objective")}})
+
+    def hparams_of(t) -> dict:
+        return method.resolve(defaults, plan.space.fixed, t.config)
+
+    def tuning_of(t) -> dict:
+        return {"objective": t.result["objective"], "test_objective": t.result.get("test_objective")}
+
+    out = [{"name": f"rank {rank}", "trial_id": t.trial_id, "rank": rank, "hparams": hparams_of(t), "tuning": tuning_of(t)}
+           for rank, t in enumerate(record.ranked()[:plan.holdout_top], 1)]
     hparams = method.resolve(defaults, plan.space.fixed, {})
     same = next((c for c in out if c["hparams"] == hparams), None)
+    ran = same["tuning"] if same else next((tuning_of(t) for t in record.finished if hparams_of(t) == hparams), None)
     out.append({"name": "defaults", "trial_id": None, "rank": None, "hparams": hparams,
-                "same_as": same["trial_id"] if same else None,
-                "tuning": same["tuning"] if same else default_tuning(record, hparams, method, plan)})
+                "same_as": same["trial_id"] if same else None, "tuning": ran})
     return out
-
-
-def default_tuning(record: RunRecord, hparams: dict, method, plan: Plan) -> dict | None:
-    """The defaults' tuning objectives where some finished trial ran them (the search's first
-    trial does, when the space holds them), else None."""
-    defaults = plan.experiment.method_defaults.get(plan.method, {})
-    for t in record.finished:
-        if method.resolve(defaults, plan.space.fixed, t.config) == hparams:
-            return {"objective": t.result["objective"], "test_objective": t.result.get("test_objective")}
-    return None
 
 
 def run_key(hparams: dict, label: str) -> str:
@@ -105,11 +100,12 @@ def run_holdout(plan: Plan, record: RunRecord, resources: dict, local: bool) -> 
     results: dict = saved.get("results", {})
     configs = candidates(plan, record)
     labels = [label for label, _ in plan.holdout_experiments()]
-    todo = []
+    todo, planned = [], set(results)
     for c in configs:
         for label in labels:
             key = run_key(c["hparams"], label)
-            if key not in results and key not in [k for k, _, _ in todo]:
+            if key not in planned:
+                planned.add(key)
                 todo.append((key, c["hparams"], label))
 
     def write() -> dict:

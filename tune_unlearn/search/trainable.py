@@ -37,7 +37,7 @@ from ray import tune
 
 from ..data.experiment import Experiment
 from ..methods import get_method
-from ..evaluation.objective import Weights, aggregate, aggregate_components
+from ..evaluation.objective import Weights, aggregate, aggregate_components, mean_numbers
 from ..pipeline import EpochReport, Prepared, RunResult, prepare, run_method
 from ..files import atomic_write_text
 from ..runtime import limit_threads, make_runtime
@@ -61,13 +61,10 @@ class TrialJob:
     original: str | None
     seed: int
     cpus: float
+    requests: tuple  # (label, experiment) of every tuning request, at least one
     leakage: bool = False  # measure pl_forget_acc (and leak_gap) in every report
     report_every_epoch: bool = False  # evaluate and report every evaluated epoch, not only the end
-    requests: tuple = ()  # (label, experiment) of every tuning request; empty: `experiment` alone
     aggregate: str = "mean"  # how the requests' objectives make one (objective.aggregate)
-
-    def tuning(self) -> tuple:
-        return self.requests or (("", self.experiment),)
 
 
 class TrialFailed(RuntimeError):
@@ -115,10 +112,7 @@ def combined_report(results: list[tuple[str, RunResult]], epochs: int, how: str)
     and both objectives aggregated (`how`)."""
     if len(results) == 1:
         return final_report(results[0][1], epochs)
-    reports = [final_report(result, epochs) for _, result in results]
-    numbers = [k for k, v in reports[0].items()
-               if isinstance(v, (int, float)) and not isinstance(v, bool) and all(k in r for r in reports)]
-    out = {k: sum(r[k] for r in reports) / len(reports) for k in numbers}
+    out = mean_numbers([final_report(result, epochs) for _, result in results])
     out.update(aggregate_components([r.components for _, r in results], how))
     out["objective"] = aggregate([r.objective for _, r in results], how)
     out["test_objective"] = aggregate([r.test_objective for _, r in results], how)
@@ -156,13 +150,13 @@ _PREPARED: dict[tuple, list[tuple[str, Prepared]]] = {}
 
 def _prepared(job: TrialJob) -> list[tuple[str, Prepared]]:
     """(label, data and references) of every tuning request of the job, loaded once per process."""
-    key = (repr(job.tuning()), job.cache_dir, job.original, job.leakage)
+    key = (repr(job.requests), job.cache_dir, job.original, job.leakage)
     if key not in _PREPARED:
         _PREPARED.clear()
         runtime = make_runtime("auto")
         _PREPARED[key] = [(label, prepare(exp, runtime, job.cache_dir, job.original, allow_training=False,
                                           log=lambda message: None, leakage=job.leakage))
-                          for label, exp in job.tuning()]
+                          for label, exp in job.requests]
     return _PREPARED[key]
 
 

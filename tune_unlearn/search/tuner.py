@@ -68,9 +68,8 @@ def make_trainable(plan: Plan, gpus: float):
     from .trainable import TrialJob, unlearning_trial
 
     job = TrialJob(plan.experiment, str(plan.run_dir), plan.method, plan.space.fixed, plan.weights, plan.cache_dir,
-                   plan.original, seed=0, cpus=plan.cpus_per_trial, leakage=plan.leakage,
-                   report_every_epoch=plan.report_every_epoch, requests=tuple(plan.tuning_experiments()),
-                   aggregate=plan.aggregate)
+                   plan.original, seed=0, cpus=plan.cpus_per_trial, requests=tuple(plan.tuning_experiments()),
+                   leakage=plan.leakage, report_every_epoch=plan.report_every_epoch, aggregate=plan.aggregate)
     return tune.with_resources(tune.with_parameters(unlearning_trial, job=job),
                                {"cpu": plan.cpus_per_trial, "gpu": gpus})
 
