@@ -24,7 +24,7 @@ from analysis.importance import importances
 from tune_unlearn.search.results import RunRecord, load_run
 from tune_unlearn.search.summary import best_table, fmt, holdout_table
 from tune_unlearn.search.export import pareto_front
-from tune_unlearn.search.trainable import HISTORY, method_logs
+from tune_unlearn.search.trial_files import HISTORY, method_logs
 
 
 @dataclass

@@ -100,7 +100,7 @@ def actor_timeline(record, fit_started: float) -> tuple[float, list[float]]:
     process, imports, Tune's set-up), and every gap between one trial's end and the next one's
     start in the same (reused) actor. A trial's end is when it wrote final_result.json, its start
     that minus its trial_time_s."""
-    from tune_unlearn.search.trainable import FINAL_RESULT
+    from tune_unlearn.search.trial_files import FINAL_RESULT
 
     by_actor: dict[int, list[tuple[float, float]]] = {}
     for t in record.finished:

@@ -112,14 +112,3 @@ def test_example_gap_is_a_weighted_component():
     assert objective(comps, Weights(example=0.0)) == pytest.approx(-0.1)
     with pytest.raises(UserError, match="objective weight example must be a number >= 0"):
         Weights().updated({"example": -1})
-
-
-def test_reference_tasks_fit_on_one_node():
-    from tune_unlearn.search.references import task_cpus
-
-    two_small = [{"Alive": True, "Resources": {"CPU": 4.0}}, {"Alive": True, "Resources": {"CPU": 4.0, "GPU": 1.0}}]
-    assert task_cpus(two_small, gpu=True, groups=3) == 4  # the GPU node's CPUs, not the cluster's 8
-    assert task_cpus(two_small, gpu=False, groups=1) == 4  # one group: the largest node, not 8 over two nodes
-    assert task_cpus(two_small, gpu=False, groups=4) == 2  # four groups share the 8 CPUs
-    assert task_cpus([{"Alive": True, "Resources": {"CPU": 2.0}}], gpu=False, groups=4) == 1
-    assert task_cpus([{"Alive": False, "Resources": {"CPU": 64.0}}, *two_small], gpu=False, groups=1) == 4

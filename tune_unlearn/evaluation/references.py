@@ -108,6 +108,12 @@ class References:
     status: dict = field(default_factory=dict)  # role ("original", "retrain-<i>") -> "cached" | "trained" | "checkpoint"
     paths: dict = field(default_factory=dict)  # role -> absolute path of its cache file
     confidences: dict = field(default_factory=dict)  # role -> confidence on each forget sample (numpy)
+    fingerprint: dict = field(default_factory=dict)  # the data the models were trained and measured on
+
+    def for_trials(self) -> "References":
+        """What a trial needs (the original's weights, every model's metrics and confidences),
+        without the retrained models' weights: sent to trials wherever they run."""
+        return replace(self, retrain_states=[])
 
     def retrained_confidences(self) -> np.ndarray:
         """The retrained models' confidences on the forget set, (K models x N samples)."""
@@ -308,7 +314,7 @@ def prepare_references(exp: Experiment, data: ExperimentData, runtime: Runtime, 
                        original_checkpoint: str | None = None, allow_training: bool = True,
                        log: Callable[[str], None] = log_stderr, leakage: bool = False) -> References:
     cache = ReferenceCache(cache_dir, log)
-    refs = References({}, [], {}, [])
+    refs = References({}, [], {}, [], fingerprint=data.fingerprint)
     jobs = [("original", "original", exp)]
     jobs += [(f"retrain-{i}", "retrain", replace(exp, train=replace(exp.train, seed=seed)))
              for i, seed in enumerate(retrain_seeds(exp))]

@@ -31,8 +31,9 @@ from ..evaluation.objective import AGGREGATES
 from ..files import atomic_write_text
 from .plan import SAMPLERS, Plan, check_resources, cluster_address, existing_run, make_plan
 from .results import SEARCH_FILE, TIMINGS_FILE
+from .cluster import DEFAULT_RESOURCE_TIMEOUT_S
 from .references import prepare_references, separation
-from .tuner import concurrency, make_trainable, make_tuner, start_ray
+from .tuner import make_trainable, make_tuner, start_ray
 
 
 class Phases:
@@ -88,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the interrupted search --name (default: the latest)")
     p.add_argument("--address", help="join a running Ray cluster ('auto', or the head's host:port; default: $RAY_ADDRESS "
                                      "if set, else a local Ray session; ray:// is refused)")
+    p.add_argument("--resource-timeout", type=float, default=DEFAULT_RESOURCE_TIMEOUT_S, metavar="SECONDS",
+                   help="stop the search when a task or a trial has waited this long for CPUs or GPUs and nothing of "
+                        f"the search runs (default: {DEFAULT_RESOURCE_TIMEOUT_S:g})")
     p.add_argument("--dashboard", action="store_true", help="start the Ray dashboard (needs the 'dashboard' extra)")
     p.add_argument("--mlflow", nargs="?", const="", metavar="TRACKING_URI",
                    help="log every trial to MLflow (needs the 'mlflow' extra); without a URI, a store in the run "
@@ -131,16 +135,21 @@ def main(argv: list[str] | None = None) -> int:
     clock.lap("plan")
     info = start_ray(args, plan.method)
     clock.lap("ray_start")
-    resources = info["resources"]
+    from .cluster import alive_nodes, check_data_on_nodes, concurrency
+
+    nodes = alive_nodes()
     gpus = plan.gpus_per_trial
     if gpus is None:
-        gpus = 0.25 if resources.get("GPU", 0) > 0 else 0.0
-    if gpus > 0 and resources.get("GPU", 0) == 0:
+        gpus = 0.25 if any(n.gpus > 0 for n in nodes) else 0.0
+    if gpus > 0 and not any(n.gpus > 0 for n in nodes):
         raise UserError(f"--gpus-per-trial {gpus:g} asked for, but the Ray cluster has no GPU")
     plan.gpus_per_trial = gpus
-    max_concurrent = concurrency(resources, plan.cpus_per_trial, gpus, args.max_concurrent)
+    max_concurrent = concurrency(nodes, plan.cpus_per_trial, gpus, args.max_concurrent)  # per node; refuses a trial too large
     local = not cluster_address(args)
-    refs = prepare_references(plan, resources, args.download, local=local)
+    if not local:  # the driver's own check does not speak for the other nodes
+        check_data_on_nodes(plan, args.download, nodes, args.resource_timeout)
+        clock.lap("data_check")
+    refs, trial_refs = prepare_references(plan, nodes, args.download, local, args.resource_timeout)
     clock.lap("references")
     baselines = refs["baselines"]
     saved = {**plan.to_json(), "reference": baselines["val"]["reference"],
@@ -162,12 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"watch it: tensorboard --logdir {plan.run_dir}", flush=True)
     from ray.tune import Tuner
 
-    trainable = make_trainable(plan, gpus)
+    trainable = make_trainable(plan, gpus, trial_refs)
     if resuming and Tuner.can_restore(str(plan.run_dir)):
         tuner = Tuner.restore(str(plan.run_dir), trainable, resume_unfinished=True, resume_errored=False,
                               restart_errored=False)
     else:
-        tuner = make_tuner(plan, trainable, max_concurrent)
+        tuner = make_tuner(plan, trainable, max_concurrent, args.resource_timeout)
     clock.lap("tuner")
     started = time.time()
     tuner.fit()
@@ -181,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
 
         record = load_run(plan.run_dir)
         if record.ranked():
-            run_holdout(plan, record, resources, local=local)
+            run_holdout(plan, record, trial_refs, any(n.gpus >= 1 for n in nodes), local, args.resource_timeout)
     clock.lap("holdout")
     record = export_run(plan.run_dir, top=args.top)
     clock.lap("export")

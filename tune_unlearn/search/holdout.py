@@ -16,7 +16,8 @@ hyperparameters and the request, so an interrupted or repeated search never runs
 defaults share the runs of a trial with the same hyperparameters.
 
 On a local machine without a GPU the runs happen in the search's process (a Ray task would
-import torch and load the data again); on a GPU or a cluster, in one Ray task.
+import torch and load the data again); on a GPU or a cluster, in one Ray task. Either way the
+references come from the driver, not from a cache on the node.
 """
 
 from __future__ import annotations
@@ -70,19 +71,21 @@ def summarize(result) -> dict:
             "test_metrics": {k: result.test_metrics[k] for k in KEPT_METRICS if result.test_metrics.get(k) is not None}}
 
 
-def holdout_runs(plan: Plan, todo: list[tuple[str, dict, str]], on_result=None) -> dict:
-    """Run each (key, hyperparameters, request label) in `todo` in this process: key -> result
-    (or {"error": ...} for a run that diverged). `on_result(key, result)` after each."""
-    from ..pipeline import prepare, run_method
+def holdout_runs(plan: Plan, todo: list[tuple[str, dict, str]], references: dict, on_result=None) -> dict:
+    """Run each (key, hyperparameters, request label) in `todo` in this process, from the
+    requests' `references` (label -> References for trials) and the data on this node: key ->
+    result (or {"error": ...} for a run that diverged). `on_result(key, result)` after each."""
+    from ..data.load import load_data
+    from ..pipeline import Prepared, run_method
     from ..runtime import make_runtime
 
     runtime = make_runtime("auto")
     experiments = dict(plan.holdout_experiments())
     prepared, out = {}, {}
     for key, hparams, label in todo:
-        if label not in prepared:
-            prepared = {label: prepare(experiments[label], runtime, plan.cache_dir, plan.original, allow_training=False,
-                                       log=lambda message: None, leakage=plan.leakage)}  # one request's data at a time
+        if label not in prepared:  # one request's data at a time
+            exp = experiments[label]
+            prepared = {label: Prepared(exp, load_data(exp, runtime.device), runtime, references[label])}
         try:
             result = summarize(run_method(prepared[label], plan.method, hparams, plan.weights, 0, leakage=plan.leakage))
         except Diverged as exc:
@@ -93,8 +96,9 @@ def holdout_runs(plan: Plan, todo: list[tuple[str, dict, str]], on_result=None) 
     return out
 
 
-def run_holdout(plan: Plan, record: RunRecord, resources: dict, local: bool) -> dict:
-    """Run what holdout.json lacks and write it; returns its content."""
+def run_holdout(plan: Plan, record: RunRecord, references: dict, gpu: bool, local: bool, timeout: float) -> dict:
+    """Run what holdout.json lacks and write it; returns its content. `references`: label ->
+    References for trials of every held-out request."""
     path = plan.run_dir / HOLDOUT_FILE
     saved = json.loads(path.read_text()) if path.exists() else {}
     results: dict = saved.get("results", {})
@@ -116,23 +120,16 @@ def run_holdout(plan: Plan, record: RunRecord, resources: dict, local: bool) -> 
     if todo:
         print(f"held-out requests {', '.join(labels)}: running the {len(configs) - 1} best configurations and the "
               f"defaults ({len(todo)} runs; test split)", flush=True)
-        if local and resources.get("GPU", 0) == 0:
-            holdout_runs(plan, todo, on_result=lambda key, result: (results.__setitem__(key, result), write()))
+        held = {label: references[label] for label in labels}
+        if local and not gpu:
+            holdout_runs(plan, todo, held, on_result=lambda key, result: (results.__setitem__(key, result), write()))
         else:
-            results.update(_in_ray_task(plan, todo, resources))
+            from .cluster import remote_task, run_tasks
+
+            task = remote_task(holdout_runs, num_cpus=1, num_gpus=1 if gpu else 0, max_calls=1)
+            [done] = run_tasks(task, [(plan, todo, held)], f"the held-out runs (1 CPU{' + 1 GPU' if gpu else ''})", timeout)
+            results.update(done)
     return write()
-
-
-def _in_ray_task(plan: Plan, todo: list, resources: dict) -> dict:
-    import ray
-
-    gpus = 1 if resources.get("GPU", 0) >= 1 else 0
-
-    @ray.remote(num_cpus=1, num_gpus=gpus, max_calls=1)
-    def task(plan, todo):
-        return holdout_runs(plan, todo)
-
-    return ray.get(task.remote(plan, todo))
 
 
 def holdout_content(plan: Plan, record: RunRecord, configs: list[dict], labels: list[str], results: dict) -> dict:

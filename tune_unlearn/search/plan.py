@@ -5,6 +5,7 @@ sampler and the resources (make_plan), or the plan of an interrupted search to r
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -189,6 +190,8 @@ def check_resources(args: argparse.Namespace) -> None:
         raise UserError(f"--cpus-per-trial must be > 0, got {args.cpus_per_trial}")
     if args.max_concurrent is not None and args.max_concurrent < 1:
         raise UserError(f"--max-concurrent must be >= 1, got {args.max_concurrent}")
+    if not args.resource_timeout > 0:
+        raise UserError(f"--resource-timeout must be > 0 seconds, got {args.resource_timeout:g}")
     if args.top < 1:
         raise UserError(f"--top must be >= 1, got {args.top}")
     if args.holdout_top is not None and args.holdout_top < 1:
@@ -221,6 +224,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
     space = choose_space(args)
     overrides = {**space.experiment_overrides, **experiment_overrides(args)}
     run = resolve_run(space.method, args.experiment or space.experiment, overrides, space.fixed)
+    run = dataclasses.replace(run, experiment=absolute_root(run.experiment))
     if args.scheduler == "asha" and args.multi_objective:
         raise UserError("--scheduler asha cannot be used with --multi-objective: ASHA stops trials on one metric, and "
                         "Ray documents that ASHA-type schedulers may not work correctly with several; use --scheduler fifo")
@@ -245,6 +249,14 @@ def make_plan(args: argparse.Namespace) -> Plan:
                 None if args.mlflow is None else args.mlflow or f"sqlite:///{run_dir / MLFLOW_FILE}",
                 args.report_every_epoch or args.scheduler == "asha", tuning, holdout,
                 args.aggregate or space.aggregate, args.holdout_top or space.holdout_top)
+
+
+def absolute_root(exp: Experiment) -> Experiment:
+    """The experiment with its data set's folder as an absolute path of the driver's: trials run
+    in a working directory of their own, on any node."""
+    if exp.dataset.root is None or Path(exp.dataset.root).is_absolute():
+        return exp
+    return dataclasses.replace(exp, dataset=dataclasses.replace(exp.dataset, root=str(Path(exp.dataset.root).expanduser().resolve())))
 
 
 def choose_requests(args: argparse.Namespace, space: SearchSpace, exp: Experiment) -> tuple[list[Request], list[Request]]:

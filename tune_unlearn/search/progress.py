@@ -1,4 +1,5 @@
-"""One line per finished or failed trial while a search runs (beside Tune's status table).
+"""One line per finished or failed trial while a search runs (beside Tune's status table), and
+the watch that stops a search whose trials cannot start.
 
 Kept out of search.py: Tune pickles callbacks into its experiment state, and classes defined
 in a `python -m` entry module would not unpickle on resume.
@@ -6,6 +7,7 @@ in a `python -m` entry module would not unpickle on resume.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from ray import tune
@@ -63,3 +65,26 @@ class TrialLines(tune.Callback):
         path = Path(trial.error_file) if trial.error_file else None  # the driver's copy, written before this call
         text = path.read_text() if path and path.exists() else None
         print(f"[{_ended(trials, trial)}/{self.total}] {trial.trial_id} failed: {error_reason(text)}", flush=True)
+
+
+class ResourceWatch(tune.Callback):
+    """Stops the search when trials wait to start and none runs for `timeout` seconds: Tune
+    would wait for ever for resources that other work holds or a node that never comes (it
+    only warns). The clock starts again whenever a trial runs or none waits."""
+
+    def __init__(self, timeout: float, cpus: float, gpus: float, clock=time.monotonic):
+        self.timeout, self.cpus, self.gpus, self.clock = timeout, cpus, gpus, clock
+        self.since: float | None = None
+
+    def __setstate__(self, state):  # a resumed search (Tune pickles callbacks): a new process, a new clock
+        self.__dict__.update(state, since=None)
+
+    def on_step_end(self, iteration, trials, **info):
+        now = self.clock()
+        waiting = any(t.status == "PENDING" for t in trials)
+        if self.since is None or not waiting or any(t.status == "RUNNING" for t in trials):
+            self.since = now
+        elif now - self.since > self.timeout:
+            from .cluster import waited_too_long
+
+            raise waited_too_long("no trial started: they", f"{self.cpus:g} CPU + {self.gpus:g} GPU each", self.timeout)

@@ -4,15 +4,28 @@ from the retrained models (separation)."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import UserError
+from ..files import atomic_write
+from .cluster import Node, remote_task, run_tasks, task_cpus
 from .plan import Plan
 
+if TYPE_CHECKING:  # torch: imported where the references are made, not by the command line
+    from ..evaluation.references import References
 
-def prepare_references(plan: Plan, resources: dict, download: bool, local: bool) -> dict:
-    """Train or load every request's references (tuning and held-out); returns them scored like
-    trials (References.scored), with where they came from.
+
+def prepare_references(plan: Plan, nodes: list[Node], download: bool, local: bool,
+                       timeout: float) -> tuple[dict, dict[str, References]]:
+    """Train or load every request's references (tuning and held-out). Returns them scored like
+    trials (References.scored), with where they came from, and label -> the request's
+    References for trials (References.for_trials), which reach the trials through Ray's object
+    store: a trial on any node needs no cache, only the data set.
 
     Requests that share no cached model are prepared at the same time: without a GPU, in Ray
     tasks of an equal share of the CPUs each (on two cores, two small networks each on one thread
@@ -21,11 +34,12 @@ def prepare_references(plan: Plan, resources: dict, download: bool, local: bool)
     afterwards, so that their memory is free before the trials start. A local session without a
     GPU works in this process where that needs no parallel training (everything cached, or one
     group of requests): a task would start a process that imports torch and this package again
-    (seconds on a small machine) for the same work."""
+    (seconds on a small machine) for the same work. On a cluster the tasks run where Ray puts
+    them and write the cache on that node; what the search needs of it comes back through Ray."""
     from ..evaluation.references import NotCached
 
     groups = request_groups(plan)
-    gpu = resources.get("GPU", 0) >= 1
+    gpu = any(n.gpus >= 1 for n in nodes)
     if local and not gpu:
         everything = [r for group in groups for r in group]
         try:  # all cached (every search after the first): no task to start
@@ -33,36 +47,36 @@ def prepare_references(plan: Plan, resources: dict, download: bool, local: bool)
         except NotCached:
             pass
 
-    import ray
-
-    cpus = task_cpus(ray.nodes(), gpu, len(groups))
+    cpus = task_cpus(nodes, gpu, len(groups))
     work = [[r for group in groups for r in group]] if gpu else groups
-
-    @ray.remote(num_cpus=cpus, num_gpus=1 if gpu else 0, max_calls=1)
-    def prepare_task(plan, download, requests):
-        from ..runtime import limit_threads
-
-        limit_threads(cpus)
-        return references_in_process(plan, download, requests)
-
-    try:
-        parts = ray.get([prepare_task.remote(plan, download, requests) for requests in work])
-    except ray.exceptions.RayTaskError as exc:
-        if isinstance(exc.cause, UserError):
-            raise exc.cause from None
-        raise
+    # --original is a file on the driver's node: the tasks get its bytes
+    original = None if local or plan.original is None else original_bytes(plan.original)
+    task = remote_task(reference_task, num_cpus=cpus, num_gpus=1 if gpu else 0, max_calls=1)
+    needs = f"a reference task ({cpus} CPU{' + 1 GPU' if gpu else ''})"
+    parts = run_tasks(task, [(plan, download, requests, cpus, original) for requests in work], needs, timeout)
     return combined_references(plan, parts)
 
 
-def task_cpus(nodes: list[dict], gpu: bool, groups: int) -> int:
-    """CPUs for each reference task: with a GPU, as many as the largest node with a GPU has (at
-    most 8); without, an equal share of the cluster's CPUs per group of requests, at most what
-    the largest node has, so that every task fits on one node (`nodes`: ray.nodes())."""
-    alive = [n.get("Resources", {}) for n in nodes if n.get("Alive", True)]
-    usable = [r for r in alive if r.get("GPU", 0) >= 1] if gpu else alive
-    largest = int(max((r.get("CPU", 0) for r in usable), default=1))
-    share = largest if gpu else int(sum(r.get("CPU", 0) for r in alive)) // groups
-    return max(1, min(8, largest, share))
+def original_bytes(path: str) -> tuple[str, bytes]:
+    """The name and content of the --original file, for tasks on nodes that may not have it."""
+    if not Path(path).is_file():
+        raise UserError(f"no such checkpoint: {path}")
+    return Path(path).name, Path(path).read_bytes()
+
+
+def reference_task(plan: Plan, download: bool, requests: list, cpus: int, original: tuple[str, bytes] | None) -> dict:
+    """In a Ray task: references_in_process on as many threads as the task has CPUs, with the
+    driver's --original written to this node's temporary folder first."""
+    from ..runtime import limit_threads
+
+    limit_threads(cpus)
+    if original is not None:
+        name, blob = original
+        folder = Path(tempfile.gettempdir()) / "tune_unlearn" / f"original-{hashlib.sha256(blob).hexdigest()[:16]}"
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(folder / name, lambda tmp: Path(tmp).write_bytes(blob))
+        plan = dataclasses.replace(plan, original=str(folder / name))
+    return references_in_process(plan, download, requests)
 
 
 def request_groups(plan: Plan) -> list[list[tuple[str, str, object]]]:
@@ -110,17 +124,19 @@ def references_in_process(plan: Plan, download: bool, requests: list, train: boo
         refs, data = prepared.refs, prepared.data
         out[label] = {"role": role, "baselines": refs.scored(plan.weights), "status": refs.status, "paths": refs.paths,
                       "sizes": {"train": len(data.train), "retain": len(data.retain), "forget": len(data.forget),
-                                "val": len(data.val), "test": len(data.test)}}
+                                "val": len(data.val), "test": len(data.test)},
+                      "for_trials": refs.for_trials()}
     return {"requests": out, "device": runtime.describe()}
 
 
-def combined_references(plan: Plan, parts: list[dict]) -> dict:
-    """The parts' requests in the plan's order; `baselines` are the tuning requests' combined as
-    a trial's objective combines them."""
+def combined_references(plan: Plan, parts: list[dict]) -> tuple[dict, dict[str, References]]:
+    """The parts' requests in the plan's order (`baselines` are the tuning requests' combined
+    as a trial's objective combines them), and each request's References for trials."""
     from ..evaluation.references import combine_scored
 
     found = {label: r for part in parts for label, r in part["requests"].items()}
     labels = [label for label, _ in plan.tuning_experiments()] + [label for label, _ in plan.holdout_experiments()]
+    for_trials = {label: found[label].pop("for_trials") for label in labels}
     requests = {label: found[label] for label in labels}
     tuning = {label: r for label, r in requests.items() if r["role"] == "tune"}
     first = next(iter(tuning.values()))
@@ -129,9 +145,10 @@ def combined_references(plan: Plan, parts: list[dict]) -> dict:
     else:
         status = {f"{label}/{k}": v for label, r in tuning.items() for k, v in r["status"].items()}
         paths = {f"{label}/{k}": v for label, r in tuning.items() for k, v in r["paths"].items()}
-    return {"baselines": combine_scored([r["baselines"] for r in tuning.values()], plan.aggregate),
-            "requests": requests, "status": status, "paths": paths,
-            "device": ", ".join(dict.fromkeys(part["device"] for part in parts)), "sizes": first["sizes"]}
+    summary = {"baselines": combine_scored([r["baselines"] for r in tuning.values()], plan.aggregate),
+               "requests": requests, "status": status, "paths": paths,
+               "device": ", ".join(dict.fromkeys(part["device"] for part in parts)), "sizes": first["sizes"]}
+    return summary, for_trials
 
 
 def separation(refs: dict) -> str:

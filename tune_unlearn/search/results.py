@@ -94,7 +94,7 @@ def load_run(run_dir: str | Path) -> RunRecord:
     from ray.tune import ExperimentAnalysis
 
     from .progress import error_reason
-    from .trainable import FINAL_RESULT
+    from .trial_files import FINAL_RESULT
 
     run_dir = Path(run_dir).expanduser().resolve()
     if not (run_dir / SEARCH_FILE).is_file():

@@ -11,8 +11,11 @@ the validation split; the final one adds the test split's numbers (`test_acc`, `
 `test_objective`), which no searcher or scheduler reads.
 
 The method's own per-epoch logs (losses, accuracies on the batches it trained on, for every
-phase) cost nothing to keep: they go to history.json and, as TensorBoard curves, to an event
-file in the trial's directory beside Tune's.
+phase) cost nothing to keep: the final report carries them to the driver, which writes them
+to history.json and, as TensorBoard curves, to an event file in the trial's directory beside
+Tune's (trial_files.py). A trial writes nothing to disk: on a cluster it may run on a node
+whose disk the driver never sees. It reads nothing from disk but the data set: the references
+come with the job.
 
 With several tuning requests (`requests`), a trial runs its configuration on each in turn and
 reports each request's objective, test objective and components as `<label>/<name>`; the
@@ -27,41 +30,39 @@ marks it errored, the searcher records a failed trial, and the search goes on.
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import torch
 from ray import tune
 
 from ..data.experiment import Experiment
+from ..data.load import load_data
+from ..evaluation.references import References
 from ..methods import get_method
 from ..evaluation.objective import Weights, aggregate, aggregate_components, mean_numbers
-from ..pipeline import EpochReport, Prepared, RunResult, prepare, run_method
-from ..files import atomic_write_text
+from ..pipeline import EpochReport, Prepared, RunResult, run_method
 from ..runtime import limit_threads, make_runtime
 from ..training import Diverged
-from .progress import trial_dir_name
+from .trial_files import HISTORY_KEY
 
-FINAL_RESULT = "final_result.json"  # in the trial directory: a finished trial is never re-run
-HISTORY = "history.json"  # in the trial directory: every epoch of the run, mask learning included
 
 
 @dataclass(frozen=True)
 class TrialJob:
-    """What every trial of a search shares (passed once through the object store)."""
+    """What every trial of a search shares, passed once through Ray's object store: a trial
+    needs nothing from the disk of the node it runs on but the data set."""
 
     experiment: Experiment  # overrides applied, paths absolute
-    run_dir: str  # absolute: the search's directory, on storage every node sees
+    run_dir: str  # absolute: the search's directory (on the driver's node)
     method: str
     fixed: dict  # hyperparameters fixed for every trial
     weights: Weights
-    cache_dir: str  # absolute
-    original: str | None
     seed: int
     cpus: float
     requests: tuple  # (label, experiment) of every tuning request, at least one
+    references: dict  # label -> the request's References for trials (References.for_trials)
+    finished: dict = field(default_factory=dict)  # trial id -> final report of the trials that have one (a resume)
     leakage: bool = False  # measure pl_forget_acc (and leak_gap) in every report
     report_every_epoch: bool = False  # evaluate and report every evaluated epoch, not only the end
     aggregate: str = "mean"  # how the requests' objectives make one (objective.aggregate)
@@ -124,52 +125,34 @@ def combined_report(results: list[tuple[str, RunResult]], epochs: int, how: str)
     return out
 
 
-def method_logs(entry: dict) -> dict[str, float]:
-    """The numbers the method logged in one epoch of a run's history (history.json): without
-    the phase and epoch that name it and the clock's time and cost the pipeline adds."""
-    return {name: value for name, value in entry.items()
-            if name not in ("phase", "epoch", "time_s", "cost") and isinstance(value, (int, float))
-            and not isinstance(value, bool)}
-
-
-def write_curves(trial_dir: Path, history: list[dict]) -> None:
-    """The method's per-epoch logs as TensorBoard scalars `<phase>/<name>` (step: the phase's
-    epoch), in the trial's directory, where TensorBoard shows them under the trial's run."""
-    from tensorboardX import SummaryWriter  # Tune's own TensorBoard logger uses it too
-
-    with SummaryWriter(str(trial_dir), filename_suffix=".method_logs") as writer:
-        for entry in history:
-            prefix = f"{entry['request']}/" if entry.get("request") else ""  # several requests: one group each
-            for name, value in method_logs(entry).items():
-                writer.add_scalar(f"{prefix}{entry['phase']}/{name}", value, entry["epoch"])
-
-
 # Per-process memo: the search reuses trial actors, so data and references stay on the device.
 _PREPARED: dict[tuple, list[tuple[str, Prepared]]] = {}
 
 
 def _prepared(job: TrialJob) -> list[tuple[str, Prepared]]:
-    """(label, data and references) of every tuning request of the job, loaded once per process."""
-    key = (repr(job.requests), job.cache_dir, job.original, job.leakage)
+    """(label, data and references) of every tuning request of the job, loaded once per process:
+    the data from this node's disk, the references from the job."""
+    key = (job.run_dir, repr(job.requests), job.leakage)
     if key not in _PREPARED:
         _PREPARED.clear()
         runtime = make_runtime("auto")
-        _PREPARED[key] = [(label, prepare(exp, runtime, job.cache_dir, job.original, allow_training=False,
-                                          log=lambda message: None, leakage=job.leakage))
-                          for label, exp in job.requests]
+        out = []
+        for label, exp in job.requests:
+            refs: References = job.references[label]
+            data = load_data(exp, runtime.device)
+            if data.fingerprint != refs.fingerprint:  # another copy of the data set on this node
+                raise TrialFailed(f"the data set on this node ({data.fingerprint}) is not the one the references were "
+                                  f"made on ({refs.fingerprint})")
+            out.append((label, Prepared(exp, data, runtime, refs)))
+        _PREPARED[key] = out
     return _PREPARED[key]
 
 
 def unlearning_trial(config: dict, job: TrialJob) -> None:
     started = time.perf_counter()
-    # The trial's directory in the run directory, beside Tune's files for it. Not
-    # get_trial_dir(): in a reused actor Ray 2.60 gives a local working directory there, which
-    # is never copied to the run directory.
-    trial_dir = Path(job.run_dir) / trial_dir_name(tune.get_context().get_trial_id())
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    done = trial_dir / FINAL_RESULT
-    if done.exists():  # finished before the search was interrupted: report it again, do not re-run
-        tune.report(json.loads(done.read_text()))
+    done = job.finished.get(tune.get_context().get_trial_id())
+    if done is not None:  # finished before the search was interrupted: report it again, do not re-run
+        tune.report(done)
         return
     limit_threads(job.cpus)
     requests = _prepared(job)
@@ -199,7 +182,14 @@ def unlearning_trial(config: dict, job: TrialJob) -> None:
         history += [{**entry, "request": label} if several else entry for entry in result.history]
     final = combined_report(results, reported, job.aggregate)
     final["trial_time_s"] = time.perf_counter() - started  # the whole trial: data, unlearning, evaluation
-    atomic_write_text(trial_dir / HISTORY, json.dumps(history))
-    write_curves(trial_dir, history)
-    atomic_write_text(done, json.dumps(final))
+    final["node_id"] = ray_node_id()  # where it ran (a cluster's node; Tune adds its address as node_ip)
+    # The driver writes history.json and final_result.json from this report (trial_files.py):
+    # this process may run on a node whose disk the driver never sees.
+    final[HISTORY_KEY] = history
     tune.report(final)
+
+
+def ray_node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()

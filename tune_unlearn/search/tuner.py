@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import sys
 from pathlib import Path
@@ -62,23 +61,30 @@ def start_ray(args: argparse.Namespace, method: str) -> dict:
     return info
 
 
-def make_trainable(plan: Plan, gpus: float):
+def make_trainable(plan: Plan, gpus: float, references: dict):
+    """The trainable with everything its trials share (TrialJob), the tuning requests'
+    `references` (label -> References for trials) among it: Tune puts it in the object store
+    once, and every trial actor fetches it, on whichever node it runs."""
     from ray import tune
 
     from .trainable import TrialJob, unlearning_trial
+    from .trial_files import finished_reports
 
-    job = TrialJob(plan.experiment, str(plan.run_dir), plan.method, plan.space.fixed, plan.weights, plan.cache_dir,
-                   plan.original, seed=0, cpus=plan.cpus_per_trial, requests=tuple(plan.tuning_experiments()),
-                   leakage=plan.leakage, report_every_epoch=plan.report_every_epoch, aggregate=plan.aggregate)
+    tuning = tuple(plan.tuning_experiments())
+    job = TrialJob(plan.experiment, str(plan.run_dir), plan.method, plan.space.fixed, plan.weights, seed=0,
+                   cpus=plan.cpus_per_trial, requests=tuning, references={label: references[label] for label, _ in tuning},
+                   finished=finished_reports(plan.run_dir), leakage=plan.leakage,
+                   report_every_epoch=plan.report_every_epoch, aggregate=plan.aggregate)
     return tune.with_resources(tune.with_parameters(unlearning_trial, job=job),
                                {"cpu": plan.cpus_per_trial, "gpu": gpus})
 
 
-def make_tuner(plan: Plan, trainable, max_concurrent: int):
+def make_tuner(plan: Plan, trainable, max_concurrent: int, resource_timeout: float):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from .progress import TrialLines, trial_dirname
+    from .progress import ResourceWatch, TrialLines, trial_dirname
+    from .trial_files import TrialFiles
     from .study import StudySearch, make_sampler, open_storage
 
     metrics, modes = plan.objectives()
@@ -124,7 +130,10 @@ def make_tuner(plan: Plan, trainable, max_concurrent: int):
         name=plan.run_dir.name, storage_path=str(plan.run_dir.parent),
         # A failed trial (diverged, out of memory) is not retried: it would fail the same way.
         failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
-        callbacks=[TrialLines(plan.num_samples), *mlflow_callbacks(plan)], progress_reporter=reporter, verbose=1,
+        # TrialFiles first: it takes the history out of the final report before the others see it
+        callbacks=[TrialFiles(), TrialLines(plan.num_samples), ResourceWatch(resource_timeout, plan.cpus_per_trial, plan.gpus_per_trial),
+                   *mlflow_callbacks(plan)],
+        progress_reporter=reporter, verbose=1,
     )
     return tune.Tuner(trainable, param_space=plan.space.tune_space(), tune_config=tune_config, run_config=run_config)
 
@@ -136,13 +145,3 @@ def mlflow_callbacks(plan: Plan) -> list:
 
     ensure_experiment(plan.mlflow, plan.study_name, plan.run_dir)
     return [make_callback(plan.mlflow, plan.study_name)]
-
-
-def concurrency(resources: dict, cpus: float, gpus: float, requested: int | None) -> int:
-    limit = math.floor(resources.get("CPU", 1) / cpus)
-    if gpus > 0:
-        limit = min(limit, math.floor(resources.get("GPU", 0) / gpus + 1e-9))
-    if limit < 1:
-        raise UserError(f"one trial needs {cpus:g} CPUs and {gpus:g} GPUs; the cluster has "
-                        f"{resources.get('CPU', 0):g} CPUs and {resources.get('GPU', 0):g} GPUs")
-    return min(requested, limit) if requested else limit

@@ -1,0 +1,179 @@
+"""The search on a Ray cluster of several nodes (ray.cluster_utils.Cluster, Ray's own multi-node
+test helper, on this one machine): per-node resources, references through the object store,
+trial files through Tune, storage paths, the data on every node, and no wait without end."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from conftest import search_args, space_file
+from tune_unlearn.errors import UserError
+from tune_unlearn.search.cluster import Node, alive_nodes, concurrency, remote_task, run_tasks, task_cpus
+from tune_unlearn.search.progress import ResourceWatch
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_trials_and_tasks_are_sized_per_node():
+    two_gpu_nodes = [Node("a", "10.0.0.1", 8, 1), Node("b", "10.0.0.2", 8, 1)]
+    assert concurrency(two_gpu_nodes, 1, 0.4, None) == 4  # two per GPU; the cluster's 2 GPUs / 0.4 would say 5
+    assert concurrency(two_gpu_nodes, 1, 0.4, 3) == 3
+    assert concurrency([Node("a", "x", 2, 0), Node("b", "y", 2, 1)], 1, 0.4, None) == 2  # the CPU node takes none
+    assert concurrency([Node("a", "x", 16, 4)], 1, 2, None) == 2  # two whole GPUs each
+    assert concurrency([Node("a", "x", 3, 0), Node("b", "y", 3, 0)], 2, 0, None) == 2  # 6 CPUs / 2 would say 3
+    with pytest.raises(UserError, match=r"one trial needs 3 CPU and 0 GPU on one node, and no node has them "
+                                        r"\(10.0.0.1: 2 CPU; 10.0.0.2: 2 CPU \+ 1 GPU\)"):
+        concurrency([Node("a", "10.0.0.1", 2, 0), Node("b", "10.0.0.2", 2, 1)], 3, 0, None)
+
+    raw = [{"NodeID": "a", "Alive": True, "Resources": {"CPU": 4.0}},
+           {"NodeID": "b", "Alive": True, "Resources": {"CPU": 4.0, "GPU": 1.0}},
+           {"NodeID": "c", "Alive": False, "Resources": {"CPU": 64.0}}]
+    nodes = alive_nodes(raw)
+    assert [n.node_id for n in nodes] == ["a", "b"]  # a dead node holds nothing
+    assert task_cpus(nodes, gpu=True, groups=3) == 4  # the GPU node's CPUs, not the cluster's 8
+    assert task_cpus(nodes, gpu=False, groups=1) == 4  # one group: the largest node, not 8 over two nodes
+    assert task_cpus(nodes, gpu=False, groups=4) == 2  # four groups share the 8 CPUs
+    assert task_cpus(alive_nodes([{"Resources": {"CPU": 2.0}}]), gpu=False, groups=4) == 1
+
+
+def test_trials_that_cannot_start_stop_the_search_after_the_timeout():
+    now = [0.0]
+    watch = ResourceWatch(60, 2, 0.5, clock=lambda: now[0])
+    pending, running = SimpleNamespace(status="PENDING"), SimpleNamespace(status="RUNNING")
+    watch.on_step_end(0, [pending])
+    now[0] = 59
+    watch.on_step_end(1, [pending])  # not yet
+    now[0] = 100
+    watch.on_step_end(2, [pending, running])  # one runs: the clock starts again
+    now[0] = 150
+    watch.on_step_end(3, [pending])
+    now[0] = 161
+    with pytest.raises(UserError, match=r"no trial started: they waited 60 s for 2 CPU \+ 0.5 GPU each on one node"):
+        watch.on_step_end(4, [pending])
+
+
+def test_tasks_report_a_wait_for_missing_resources_and_their_own_errors(ray_address):
+    def double(x):
+        if x < 0:
+            raise UserError(f"bad value {x}")
+        return 2 * x
+
+    ok = remote_task(double, num_cpus=1, max_calls=1)
+    assert run_tasks(ok, [(1,), (2,), (3,)], "a test task", timeout=60) == [2, 4, 6]
+    with pytest.raises(UserError, match="bad value -1"):
+        run_tasks(ok, [(1,), (-1,)], "a test task", timeout=60)
+    nowhere = remote_task(double, num_cpus=1, resources={"no_such_resource": 1})
+    started = time.time()
+    with pytest.raises(UserError, match=r"1 task\(s\) waited 2 s for a test task on one node .*free now: .*--resource-timeout"):
+        run_tasks(nowhere, [(1,)], "a test task", timeout=2)
+    assert time.time() - started < 30
+
+
+@pytest.fixture(scope="module")
+def two_nodes():
+    """A head with 2 CPUs and a worker with 2 CPUs and one declared GPU (no real one needed: a
+    trial given it runs on the CPU), as separate Ray processes on this machine."""
+    from ray.cluster_utils import Cluster
+
+    small = {"object_store_memory": 150 * 1024**2, "include_dashboard": False}
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, **small})
+    worker = cluster.add_node(num_cpus=2, num_gpus=1, **small)
+    cluster.wait_for_nodes()
+    yield SimpleNamespace(address=cluster.address, head=cluster.head_node.node_id, worker=worker.node_id)
+    cluster.shutdown()
+
+
+def search_command(tmp_path, cache, name, *more):
+    path = space_file(tmp_path, num_samples=4, fixed={"mask_epochs": 1})
+    return [sys.executable, "-m", "tune_unlearn.search", "--space", path,
+            *search_args(tmp_path, cache, name, *more)]
+
+
+def test_a_search_on_two_nodes_uses_both_and_needs_no_shared_disk(two_nodes, tmp_path, session_cache):
+    """Through --address: trials on both nodes (one trial per CPU: four at once need both);
+    the cache deleted once the references are prepared, and every trial still finishes (they
+    come through the object store); every trial's files in the run directory, which a file://
+    storage path puts exactly where it says."""
+    cache = tmp_path / "cache"
+    shutil.copytree(session_cache, cache)
+    storage = tmp_path / "shared runs"
+    cmd = [*search_command(tmp_path, cache, "two-nodes", "--gpus-per-trial", "0", "--holdout", "seed=1",
+                           "--holdout-top", "1"), "--storage-path", storage.as_uri(), "--address", two_nodes.address]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines, deleted, deadline = [], False, time.time() + 240
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("searching ") and not deleted:  # the references are prepared: take the cache away
+            shutil.rmtree(cache)
+            deleted = True
+        assert time.time() < deadline, "".join(lines)
+    out = "".join(lines)
+    assert proc.wait(timeout=60) == 0, out
+    assert deleted and "4 at a time" in out, out
+    run_dir = storage / "two-nodes"
+    holdout = json.loads((run_dir / "holdout.json").read_text())  # run in a Ray task, from the driver's references
+    assert [c["name"] for c in holdout["configs"]] == ["rank 1", "defaults"]
+    assert all(c["holdout_objective"] is not None for c in holdout["configs"]), holdout
+    assert (run_dir / "search.json").is_file() and not (tmp_path / "file:").exists()
+    finals = [json.loads(p.read_text()) for p in sorted(run_dir.glob("trial_*/final_result.json"))]
+    assert len(finals) == 4 and all(f["final"] == 1 and "history" not in f for f in finals)
+    assert {f["node_id"] for f in finals} == {two_nodes.head, two_nodes.worker}
+    for trial_dir in run_dir.glob("trial_*"):
+        history = json.loads((trial_dir / "history.json").read_text())
+        assert {h["phase"] for h in history} >= {"mask", "finetune"}
+        assert list(trial_dir.glob("events.out.tfevents.*.method_logs"))
+        assert all("history" not in json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines())
+
+
+def test_a_reference_task_gets_the_original_checkpoint_from_the_driver(prepared, tmp_path, session_cache):
+    """--original is a file on the driver's node: a reference task on another node gets its
+    bytes and uses them (here in this process, as the task would)."""
+    import torch
+
+    from tune_unlearn.search.command import build_parser
+    from tune_unlearn.search.plan import make_plan
+    from tune_unlearn.search.references import reference_task, request_groups
+
+    checkpoint = tmp_path / "mine.pt"
+    torch.save(prepared.refs.original_state, checkpoint)
+    plan = make_plan(build_parser().parse_args(
+        ["--space", space_file(tmp_path), *search_args(tmp_path, session_cache, "orig"), "--original", str(checkpoint)]))
+    [group] = request_groups(plan)
+    threads = torch.get_num_threads()
+    try:
+        part = reference_task(plan, False, group, 1, (checkpoint.name, checkpoint.read_bytes()))
+    finally:
+        torch.set_num_threads(threads)
+    [answer] = part["requests"].values()
+    assert answer["status"]["original"] == "checkpoint" and answer["paths"]["original"] != str(checkpoint)
+    assert Path(answer["paths"]["original"]).read_bytes() == checkpoint.read_bytes()
+    state = answer["for_trials"].original_state
+    assert all(torch.equal(state[k], v) for k, v in prepared.refs.original_state.items())
+    assert answer["for_trials"].retrain_states == []  # trials never need the retrained weights
+
+
+def test_on_a_cluster_an_oversized_trial_is_refused_and_gpu_shares_pack_per_node(two_nodes, tmp_path, session_cache):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    started = time.time()
+    cmd = [*search_command(tmp_path, session_cache, "too-big", "--cpus-per-trial", "3"), "--address", two_nodes.address]
+    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and time.time() - started < 100
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: one trial needs 3 CPU and 0.25 GPU on one node, and no "
+                                                           "node has them"), proc.stderr
+    assert not (tmp_path / "runs" / "too-big").exists()
+    # The fractional-GPU concurrency the search would use on this cluster's real nodes
+    code = ("import ray; from tune_unlearn.search.cluster import alive_nodes, concurrency; "
+            f"ray.init(address={two_nodes.address!r}, logging_level='ERROR'); nodes = alive_nodes(); "
+            "print(concurrency(nodes, 1, 0.4, None), concurrency(nodes, 0.5, 0.25, None), concurrency(nodes, 1, 0, None))")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.stdout.split() == ["2", "4", "4"], proc.stdout + proc.stderr

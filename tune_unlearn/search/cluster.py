@@ -1,0 +1,183 @@
+"""The Ray cluster as a search sees it: its nodes (ray.nodes()), what fits on one node, tasks
+that wait for resources no longer than a limit, and the data checked on every node.
+
+A cluster's nodes share nothing unless told (not the disk, not the home folder), and a task or
+a trial runs on one node: resources are counted per node, never from the cluster's totals
+(0.4 GPU per trial on two 1-GPU nodes is 4 trials at a time, not 5). Nothing here waits
+forever: a trial larger than every node is refused before any work, and a task or a trial that
+waits for resources longer than `--resource-timeout` stops the search with what it waited for.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from ..errors import UserError
+
+DEFAULT_RESOURCE_TIMEOUT_S = 600.0  # long enough for an autoscaler to add a node
+
+
+@dataclass(frozen=True)
+class Node:
+    node_id: str
+    address: str
+    cpus: float
+    gpus: float
+
+    def describe(self) -> str:
+        gpus = f" + {self.gpus:g} GPU" if self.gpus else ""
+        return f"{self.address}: {self.cpus:g} CPU{gpus}"
+
+
+def alive_nodes(nodes: list[dict] | None = None) -> list[Node]:
+    """The cluster's live nodes (`nodes`: ray.nodes(), read now when None)."""
+    if nodes is None:
+        import ray
+
+        nodes = ray.nodes()
+    return [Node(n.get("NodeID", ""), n.get("NodeManagerAddress", "?"), n.get("Resources", {}).get("CPU", 0),
+                 n.get("Resources", {}).get("GPU", 0)) for n in nodes if n.get("Alive", True)]
+
+
+def describe(nodes: list[Node]) -> str:
+    return "; ".join(n.describe() for n in nodes) or "no live node"
+
+
+def trial_slots(node: Node, cpus: float, gpus: float) -> int:
+    """How many trials of `cpus` CPUs and `gpus` GPUs fit on `node` at once. A GPU share below
+    one is packed per GPU device (Ray never splits a trial over two), a larger one takes
+    whole GPUs."""
+    slots = math.floor(node.cpus / cpus + 1e-9)
+    if gpus > 0:
+        per_device = math.floor(1 / gpus + 1e-9) * math.floor(node.gpus) if gpus <= 1 else 0
+        whole = math.floor(node.gpus / gpus + 1e-9) if gpus > 1 else 0
+        slots = min(slots, per_device or whole)
+    return slots
+
+
+def concurrency(nodes: list[Node], cpus: float, gpus: float, requested: int | None) -> int:
+    """Trials at once: what fits on the nodes, one by one, at most `requested`; a UserError
+    when no node can hold one trial (Tune would wait for it forever)."""
+    slots = sum(trial_slots(n, cpus, gpus) for n in nodes)
+    if slots < 1:
+        raise UserError(f"one trial needs {cpus:g} CPU and {gpus:g} GPU on one node, and no node has them "
+                        f"({describe(nodes)}); lower --cpus-per-trial or --gpus-per-trial")
+    return min(requested, slots) if requested else slots
+
+
+def task_cpus(nodes: list[Node], gpu: bool, groups: int) -> int:
+    """CPUs for each reference task: with a GPU, as many as the largest node with a GPU has (at
+    most 8); without, an equal share of the cluster's CPUs per group of requests, at most what
+    the largest node has, so that every task fits on one node."""
+    usable = [n for n in nodes if n.gpus >= 1] if gpu else nodes
+    largest = int(max((n.cpus for n in usable), default=1))
+    share = largest if gpu else int(sum(n.cpus for n in nodes)) // groups
+    return max(1, min(8, largest, share))
+
+
+def waited_too_long(what: str, needs: str, timeout: float) -> UserError:
+    import ray
+
+    cluster = ""
+    if ray.is_initialized():
+        free = ray.available_resources()
+        cluster = (f" (cluster: {describe(alive_nodes())}; free now: {free.get('CPU', 0):g} CPU, {free.get('GPU', 0):g} "
+                   "GPU; `ray status` shows what holds them)")
+    return UserError(f"{what} waited {timeout:g} s for {needs} on one node{cluster}; free them, add a node, or raise "
+                     "--resource-timeout")
+
+
+def remote_task(fn, **options):
+    """`fn` as a Ray task for run_tasks: it first says that it has started, then returns fn's
+    result (a generator task: the driver sees the start before the end)."""
+    import ray
+
+    def task(*args):
+        yield ray.get_runtime_context().get_node_id()
+        yield fn(*args)
+
+    task.__name__ = task.__qualname__ = fn.__name__
+    return ray.remote(**options)(task)
+
+
+def run_tasks(task, calls: list[tuple], needs: str, timeout: float) -> list:
+    """Run `task` (remote_task) once per argument tuple of `calls`; their results, in order.
+    A UserError raised in a task is raised here as itself. When none of the tasks runs and one
+    still waits to start, for `timeout` seconds since the last one started or ended, the search
+    stops with what they need (`needs`) and what the cluster has."""
+    import ray
+
+    gens = [task.remote(*args) for args in calls]
+    waiting = {id(g): i for i, g in enumerate(gens)}  # not started yet
+    running: dict[int, int] = {}
+    results: list = [None] * len(gens)
+    last = time.monotonic()
+    while waiting or running:
+        watched = [gens[i] for i in (*waiting.values(), *running.values())]
+        ready, _ = ray.wait(watched, num_returns=1, timeout=min(1.0, timeout))
+        for gen in ready:
+            i = waiting.pop(id(gen), None)
+            if i is not None:  # its first item: it started
+                next(gen)
+                running[id(gen)] = i
+            else:
+                results[running.pop(id(gen))] = _get(next(gen))
+            last = time.monotonic()
+        if waiting and not running and time.monotonic() - last > timeout:
+            for gen in gens:
+                ray.cancel(gen, force=True)
+            raise waited_too_long(f"{len(waiting)} task(s)", needs, timeout)
+    return results
+
+
+def _get(ref):
+    import ray
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:
+        if isinstance(exc.cause, UserError):
+            raise exc.cause from None
+        raise
+
+
+def check_data_on_nodes(plan, download: bool, nodes: list[Node], timeout: float) -> None:
+    """Load the search's data set on every node that can run work (with --download, fetch it
+    there first); a UserError naming the node where it is missing, or the nodes whose copies
+    differ (their fingerprints). Trials and reference tasks load the data on the node they
+    run on; this finds a node without it before hours of work, not in every trial there."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    task = ray.remote(num_cpus=0, max_calls=1)(node_data)
+    working = [n for n in nodes if n.cpus > 0]
+    refs = [task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n.node_id, soft=False))
+            .remote(plan.experiment, download) for n in working]
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
+    if len(ready) < len(refs):
+        late = [n.address for n, r in zip(working, refs) if r not in ready]
+        raise UserError(f"checking the data on node {', '.join(late)} took longer than {timeout:g} s (--resource-timeout)")
+    seen: dict[str, Node] = {}
+    for node, answer in zip(working, ray.get(refs)):
+        if "error" in answer:
+            raise UserError(f"node {node.address}: {answer['error']} (every node that runs trials or reference tasks "
+                            "needs the data set at the same path, or --download)")
+        seen.setdefault(fingerprint_text(answer["fingerprint"]), node)
+    if len(seen) > 1:
+        raise UserError("the data set differs between nodes: " + "; ".join(f"{n.address} has {text}" for text, n in seen.items()))
+
+
+def node_data(exp, download: bool) -> dict:
+    """On one node: the data set's fingerprint, or why it cannot be loaded there."""
+    from ..data.load import load_data
+
+    try:
+        return {"fingerprint": load_data(exp, "cpu", download).fingerprint}
+    except UserError as exc:
+        return {"error": str(exc)}
+
+
+def fingerprint_text(fingerprint: dict) -> str:
+    return f"{fingerprint.get('name')} ({fingerprint.get('n_train')} training images, labels {fingerprint.get('train_labels')})"
