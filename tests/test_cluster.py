@@ -171,6 +171,13 @@ def test_on_a_cluster_an_oversized_trial_is_refused_and_gpu_shares_pack_per_node
     assert proc.stderr.strip().splitlines()[-1].startswith("error: one trial needs 3 CPU and 0.25 GPU on one node, and no "
                                                            "node has them"), proc.stderr
     assert not (tmp_path / "runs" / "too-big").exists()
+    # The data is checked on the nodes, which are where trials load it: a missing copy names the node
+    cmd = [*search_command(tmp_path, session_cache, "no-data"), "--experiment", "fmnist", "--data-dir",
+           str(tmp_path / "nowhere"), "--address", two_nodes.address]
+    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode != 0 and last.startswith("error: node ") and "nowhere" in last, proc.stderr
+    assert "every node that runs trials or reference tasks needs the data set at the same path, or --download" in last
     # The fractional-GPU concurrency the search would use on this cluster's real nodes
     code = ("import ray; from tune_unlearn.search.cluster import alive_nodes, concurrency; "
             f"ray.init(address={two_nodes.address!r}, logging_level='ERROR'); nodes = alive_nodes(); "
