@@ -54,8 +54,7 @@ def start_ray(args: argparse.Namespace, method: str) -> dict:
             kwargs["dashboard_host"] = "127.0.0.1"
     joined = ray.is_initialized()  # a session this process already has (the tests' shared one)
     context = ray.init(address=address, **kwargs)
-    info = {"resources": ray.cluster_resources(), "dashboard": getattr(context, "dashboard_url", None),
-            "owned": not joined}
+    info = {"dashboard": getattr(context, "dashboard_url", None), "owned": not joined}
     if args.dashboard and info["dashboard"]:
         print(f"Ray dashboard: http://{info['dashboard']}  (if it asks for a token: ray get-auth-token)", flush=True)
     return info
@@ -131,8 +130,8 @@ def make_tuner(plan: Plan, trainable, max_concurrent: int, resource_timeout: flo
         # A failed trial (diverged, out of memory) is not retried: it would fail the same way.
         failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
         # TrialFiles first: it takes the history out of the final report before the others see it
-        callbacks=[TrialFiles(), TrialLines(plan.num_samples), ResourceWatch(resource_timeout, plan.cpus_per_trial, plan.gpus_per_trial),
-                   *mlflow_callbacks(plan)],
+        callbacks=[TrialFiles(), TrialLines(plan.num_samples),
+                   ResourceWatch(resource_timeout, plan.cpus_per_trial, plan.gpus_per_trial), *mlflow_callbacks(plan)],
         progress_reporter=reporter, verbose=1,
     )
     return tune.Tuner(trainable, param_space=plan.space.tune_space(), tune_config=tune_config, run_config=run_config)
