@@ -206,6 +206,7 @@ def test_bad_input_stops_before_ray_starts(tmp_path, capsys, monkeypatch):
         (["--space", "default", "--holdout-top", "0"], "--holdout-top must be >= 1"),
         (["--space", "default", "--storage-path", "s3://bucket/x"], "--storage-path s3://bucket/x: only a folder or a file"),
         (["--space", "default", "--address", "ray://head:10001"], "Ray Client (ray://) is not supported"),
+        (["--space", "default", "--resource-timeout", "0"], "--resource-timeout must be > 0 seconds, got 0"),
     ]
     from tune_unlearn.search.plan import dashboard_missing
 
