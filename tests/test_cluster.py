@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -110,13 +111,17 @@ def test_a_search_on_two_nodes_uses_both_and_needs_no_shared_disk(two_nodes, tmp
                            "--holdout-top", "1"), "--storage-path", storage.as_uri(), "--address", two_nodes.address]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines, deleted, deadline = [], False, time.time() + 240
-    for line in proc.stdout:
-        lines.append(line)
-        if line.startswith("searching ") and not deleted:  # the references are prepared: take the cache away
-            shutil.rmtree(cache)
-            deleted = True
-        assert time.time() < deadline, "".join(lines)
+    watchdog = threading.Timer(240, proc.kill)  # a search that hangs fails the test instead of holding it
+    watchdog.start()
+    lines, deleted = [], False
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("searching ") and not deleted:  # the references are prepared: take the cache away
+                shutil.rmtree(cache)
+                deleted = True
+    finally:
+        watchdog.cancel()
     out = "".join(lines)
     assert proc.wait(timeout=60) == 0, out
     assert deleted and "4 at a time" in out, out
