@@ -183,6 +183,22 @@ def test_on_a_cluster_an_oversized_trial_is_refused_and_gpu_shares_pack_per_node
     last = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode != 0 and last.startswith("error: node ") and "nowhere" in last, proc.stderr
     assert "every node that runs trials or reference tasks needs the data set at the same path, or --download" in last
+    # Busy resources: with the only GPU held by another job, the reference task cannot start, and
+    # the search stops after --resource-timeout (8 s: above a worker process's start) instead of waiting for ever
+    hold = ("import ray, sys, time; "
+            f"ray.init(address={two_nodes.address!r}, logging_level='ERROR'); "
+            "Holder = ray.remote(num_cpus=0, num_gpus=1)(type('Holder', (), {'ready': lambda self: 1})); "
+            "h = Holder.remote(); ray.get(h.ready.remote()); print('holding', flush=True); time.sleep(600)")
+    holder = subprocess.Popen([sys.executable, "-c", hold], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        cmd = [*search_command(tmp_path, session_cache, "busy"), "--resource-timeout", "8", "--address", two_nodes.address]
+        proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    finally:
+        holder.kill()
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and "1 task(s) waited 8 s for a reference task (2 CPU + 1 GPU) on one node" in last, proc.stderr
+    assert "free now: 4 CPU, 0 GPU" in last
     # The fractional-GPU concurrency the search would use on this cluster's real nodes
     code = ("import ray; from tune_unlearn.search.cluster import alive_nodes, concurrency; "
             f"ray.init(address={two_nodes.address!r}, logging_level='ERROR'); nodes = alive_nodes(); "

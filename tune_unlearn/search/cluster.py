@@ -103,19 +103,25 @@ def remote_task(fn, **options):
 
 
 def run_tasks(task, calls: list[tuple], needs: str, timeout: float) -> list:
-    """Run `task` (remote_task) once per argument tuple of `calls`; their results, in order.
-    A UserError raised in a task is raised here as itself. When none of the tasks runs and one
-    still waits to start, for `timeout` seconds since the last one started or ended, the search
-    stops with what they need (`needs`) and what the cluster has."""
+    """Run `task` (remote_task) once per argument tuple of `calls`; their results, in order
+    (task_results)."""
+    return task_results([task.remote(*args) for args in calls], needs, timeout)
+
+
+def task_results(started: list, needs: str, timeout: float) -> list:
+    """The results of tasks made by remote_task (`started`: what their .remote() returned), in
+    order. A UserError raised in a task is raised here as itself. When none of the tasks runs and
+    one still waits to start, for `timeout` seconds since the last one started or ended, the
+    search stops with what they need (`needs`) and what the cluster has. The wait includes a
+    worker process's start (a second or two): the limit is for resources, not for the work."""
     import ray
 
-    gens = [task.remote(*args) for args in calls]
-    waiting = {id(g): i for i, g in enumerate(gens)}  # not started yet
+    waiting = {id(g): i for i, g in enumerate(started)}  # not started yet
     running: dict[int, int] = {}
-    results: list = [None] * len(gens)
+    results: list = [None] * len(started)
     last = time.monotonic()
     while waiting or running:
-        watched = [gens[i] for i in (*waiting.values(), *running.values())]
+        watched = [started[i] for i in (*waiting.values(), *running.values())]
         ready, _ = ray.wait(watched, num_returns=1, timeout=min(1.0, timeout))
         for gen in ready:
             i = waiting.pop(id(gen), None)
@@ -126,7 +132,7 @@ def run_tasks(task, calls: list[tuple], needs: str, timeout: float) -> list:
                 results[running.pop(id(gen))] = _get(next(gen))
             last = time.monotonic()
         if waiting and not running and time.monotonic() - last > timeout:
-            for gen in gens:
+            for gen in started:
                 ray.cancel(gen, force=True)
             raise waited_too_long(f"{len(waiting)} task(s)", needs, timeout)
     return results
@@ -148,19 +154,14 @@ def check_data_on_nodes(plan, download: bool, nodes: list[Node], timeout: float)
     there first); a UserError naming the node where it is missing, or the nodes whose copies
     differ (their fingerprints). Trials and reference tasks load the data on the node they
     run on; this finds a node without it before hours of work, not in every trial there."""
-    import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    task = ray.remote(num_cpus=0, max_calls=1)(node_data)
+    task = remote_task(node_data, num_cpus=0, max_calls=1)
     working = [n for n in nodes if n.cpus > 0]
-    refs = [task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n.node_id, soft=False))
-            .remote(plan.experiment, download) for n in working]
-    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
-    if len(ready) < len(refs):
-        late = [n.address for n, r in zip(working, refs) if r not in ready]
-        raise UserError(f"checking the data on node {', '.join(late)} took longer than {timeout:g} s (--resource-timeout)")
+    answers = task_results([task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n.node_id, soft=False))
+                            .remote(plan.experiment, download) for n in working], "the data check", timeout)
     seen: dict[str, Node] = {}
-    for node, answer in zip(working, ray.get(refs)):
+    for node, answer in zip(working, answers):
         if "error" in answer:
             raise UserError(f"node {node.address}: {answer['error']} (every node that runs trials or reference tasks "
                             "needs the data set at the same path, or --download)")
