@@ -16,6 +16,7 @@ from typing import Callable
 from torch import nn
 
 from .data.load import ExperimentData, load_data
+from .errors import UserError
 from .data.experiment import Experiment
 from .methods import get_method
 from .methods.base import Context, Method, UnlearnData
@@ -60,6 +61,17 @@ def prepare(exp: Experiment, runtime: Runtime, cache_dir: str | Path, original_c
     measured too when `leakage`."""
     data = load_data(exp, runtime.device, download)
     refs = prepare_references(exp, data, runtime, cache_dir, original_checkpoint, allow_training, log, leakage)
+    return Prepared(exp, data, runtime, refs)
+
+
+def prepare_with(exp: Experiment, runtime: Runtime, refs: References) -> Prepared:
+    """Data on the device from this machine's disk, with references made elsewhere (a search's
+    trials and held-out runs get them from the driver, on any node of a cluster); a UserError
+    when this machine's copy of the data set is not the one they were made on."""
+    data = load_data(exp, runtime.device)
+    if data.fingerprint != refs.fingerprint:
+        raise UserError(f"the data set here ({data.fingerprint}) is not the one the references were made on "
+                        f"({refs.fingerprint})")
     return Prepared(exp, data, runtime, refs)
 
 

@@ -75,8 +75,7 @@ def holdout_runs(plan: Plan, todo: list[tuple[str, dict, str]], references: dict
     """Run each (key, hyperparameters, request label) in `todo` in this process, from the
     requests' `references` (label -> References for trials) and the data on this node: key ->
     result (or {"error": ...} for a run that diverged). `on_result(key, result)` after each."""
-    from ..data.load import load_data
-    from ..pipeline import Prepared, run_method
+    from ..pipeline import prepare_with, run_method
     from ..runtime import make_runtime
 
     runtime = make_runtime("auto")
@@ -84,8 +83,7 @@ def holdout_runs(plan: Plan, todo: list[tuple[str, dict, str]], references: dict
     prepared, out = {}, {}
     for key, hparams, label in todo:
         if label not in prepared:  # one request's data at a time
-            exp = experiments[label]
-            prepared = {label: Prepared(exp, load_data(exp, runtime.device), runtime, references[label])}
+            prepared = {label: prepare_with(experiments[label], runtime, references[label])}
         try:
             result = summarize(run_method(prepared[label], plan.method, hparams, plan.weights, 0, leakage=plan.leakage))
         except Diverged as exc:

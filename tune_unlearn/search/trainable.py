@@ -37,11 +37,9 @@ import torch
 from ray import tune
 
 from ..data.experiment import Experiment
-from ..data.load import load_data
-from ..evaluation.references import References
 from ..methods import get_method
 from ..evaluation.objective import Weights, aggregate, aggregate_components, mean_numbers
-from ..pipeline import EpochReport, Prepared, RunResult, run_method
+from ..pipeline import EpochReport, Prepared, RunResult, prepare_with, run_method
 from ..runtime import limit_threads, make_runtime
 from ..training import Diverged
 from .trial_files import HISTORY_KEY
@@ -131,20 +129,12 @@ _PREPARED: dict[tuple, list[tuple[str, Prepared]]] = {}
 
 def _prepared(job: TrialJob) -> list[tuple[str, Prepared]]:
     """(label, data and references) of every tuning request of the job, loaded once per process:
-    the data from this node's disk, the references from the job."""
+    the data from this node's disk, the references from the job (pipeline.prepare_with)."""
     key = (job.run_dir, repr(job.requests), job.leakage)
     if key not in _PREPARED:
         _PREPARED.clear()
         runtime = make_runtime("auto")
-        out = []
-        for label, exp in job.requests:
-            refs: References = job.references[label]
-            data = load_data(exp, runtime.device)
-            if data.fingerprint != refs.fingerprint:  # another copy of the data set on this node
-                raise TrialFailed(f"the data set on this node ({data.fingerprint}) is not the one the references were "
-                                  f"made on ({refs.fingerprint})")
-            out.append((label, Prepared(exp, data, runtime, refs)))
-        _PREPARED[key] = out
+        _PREPARED[key] = [(label, prepare_with(exp, runtime, job.references[label])) for label, exp in job.requests]
     return _PREPARED[key]
 
 
