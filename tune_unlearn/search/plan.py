@@ -5,9 +5,8 @@ sampler and the resources (make_plan), or the plan of an interrupted search to r
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ..cli import experiment_overrides, parse_weights
@@ -150,10 +149,10 @@ def choose_sampler(name: str | None, multi_objective: bool) -> str:
 
 def storage_root(value: str) -> Path:
     """The folder runs live in: a path, or a file:// URI of one. Other URIs (s3://, gs://, ...)
-    are refused: the run directory's own files (search.json, results.csv, best_config.yaml,
-    optuna.db, holdout.json) and the trials' files are written with ordinary file operations, so
-    they need a file system every node sees (a local or shared folder); without this check a URI
-    became a local folder named after its scheme."""
+    are refused: the driver writes every file of the run directory (search.json, results.csv,
+    best_config.yaml, optuna.db, holdout.json, the trials' files) with ordinary file operations,
+    so it needs a folder on the driver's node; without this check a URI became a local folder
+    named after its scheme."""
     from urllib.parse import unquote, urlparse
 
     if "://" not in value:
@@ -162,7 +161,7 @@ def storage_root(value: str) -> Path:
     if url.scheme == "file" and url.netloc in ("", "localhost") and url.path.startswith("/"):
         return Path(unquote(url.path)).resolve()
     raise UserError(f"--storage-path {value}: only a folder or a file:///absolute/path is supported ({url.scheme}:// "
-                    "storage is not: the run's files are written as files; use a folder on a shared file system)")
+                    "storage is not: the driver writes the run's files as files; use a folder on its node)")
 
 
 def cluster_address(args: argparse.Namespace) -> str | None:
@@ -224,7 +223,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
     space = choose_space(args)
     overrides = {**space.experiment_overrides, **experiment_overrides(args)}
     run = resolve_run(space.method, args.experiment or space.experiment, overrides, space.fixed)
-    run = dataclasses.replace(run, experiment=absolute_root(run.experiment))
+    run = replace(run, experiment=absolute_root(run.experiment))
     if args.scheduler == "asha" and args.multi_objective:
         raise UserError("--scheduler asha cannot be used with --multi-objective: ASHA stops trials on one metric, and "
                         "Ray documents that ASHA-type schedulers may not work correctly with several; use --scheduler fifo")
@@ -256,7 +255,7 @@ def absolute_root(exp: Experiment) -> Experiment:
     in a working directory of their own, on any node."""
     if exp.dataset.root is None or Path(exp.dataset.root).is_absolute():
         return exp
-    return dataclasses.replace(exp, dataset=dataclasses.replace(exp.dataset, root=str(Path(exp.dataset.root).expanduser().resolve())))
+    return replace(exp, dataset=replace(exp.dataset, root=str(Path(exp.dataset.root).expanduser().resolve())))
 
 
 def choose_requests(args: argparse.Namespace, space: SearchSpace, exp: Experiment) -> tuple[list[Request], list[Request]]:

@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 
 from ray import tune
+from ray.tune.result import AUTO_RESULT_KEYS
 
 from ..files import atomic_write_text
 from .progress import trial_dir_name
@@ -27,12 +28,9 @@ from .progress import trial_dir_name
 FINAL_RESULT = "final_result.json"
 HISTORY = "history.json"
 HISTORY_KEY = "history"  # the final report's field that carries the history to the driver
-# Fields Tune adds to every report (ray.tune.result.AUTO_RESULT_KEYS and a few more): not the
-# trial's, and a finished trial reports its final_result.json again on a resume.
-TUNE_FIELDS = ("training_iteration", "time_total_s", "episodes_total", "timesteps_total", "node_ip", "hostname", "pid",
-               "time_this_iter_s", "timestamp", "date", "time_since_restore", "timesteps_since_restore",
-               "iterations_since_restore", "config", "checkpoint_dir_name", "done", "trial_id", "experiment_tag",
-               "should_checkpoint")
+# Fields Tune adds to every report (its AUTO_RESULT_KEYS and a few more): not the trial's, and a
+# finished trial reports its final_result.json again on a resume.
+TUNE_FIELDS = frozenset((*AUTO_RESULT_KEYS, "done", "trial_id", "experiment_tag", "should_checkpoint"))
 
 
 class TrialFiles(tune.Callback):
