@@ -289,7 +289,7 @@ def test_each_sampler_runs_a_search_and_is_saved_for_resume(ray_address, tmp_pat
     classes = {"tpe": "TPESampler", "nsga2": "NSGAIISampler", "nsga3": "NSGAIIISampler", "gp": "GPSampler",
                "random": "RandomSampler"}
     state = pickle.loads(next(run_dir.glob("searcher-state-*.pkl")).read_bytes())
-    assert type(state["_sampler"]).__name__ == classes[sampler]
+    assert state["_sampler"].name == sampler and type(state["_sampler"].sampler).__name__ == classes[sampler]
     study, done = completed_trials(run_dir)
     assert len(done) == 2 and len(study.directions) == (6 if multi else 1)  # digits: 4 gaps, example_gap, cost
 

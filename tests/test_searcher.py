@@ -1,6 +1,8 @@
 """The Optuna searcher Ray drives, exercised without Ray running: suggestions stay inside the
 space, the sampler is seeded, and finished trials feed the study."""
 
+import optuna
+import pytest
 from ray.tune.search.optuna import OptunaSearch
 
 from tune_unlearn.search.space import load_space
@@ -93,3 +95,52 @@ def test_a_restored_searcher_does_not_enqueue_its_start_point_twice_into_a_store
     assert waiting() == 0
     config = restored.suggest("t1")
     assert config != start and len(restored._ot_study.trials) == 3  # t0, the failed duplicate, t1
+
+
+def sampler_plans():
+    """Every sampler x single/multi-objective combination the search command accepts."""
+    from tune_unlearn.search.plan import SAMPLERS
+
+    return [(s, multi) for s in SAMPLERS for multi in (False, True) if multi or not s.startswith("nsga")]
+
+
+@pytest.mark.parametrize("sampler,multi", sampler_plans())
+def test_every_sampler_survives_the_pickling_tune_does_and_goes_on_after_a_restore(tmp_path, sampler, multi):
+    """Tune pickles the searcher into tuner.pkl when the Tuner is built and saves its state with
+    searcher.save; a resume unpickles tuner.pkl, sets the space again and restores the state.
+    Optuna 5.1's NSGA samplers do not pickle; the search must not depend on it."""
+    from ray import cloudpickle
+
+    from tune_unlearn.search.command import build_parser
+    from tune_unlearn.search.plan import make_plan
+    from tune_unlearn.search.tuner import make_searcher
+
+    args = ["--space", "default", "--sampler", sampler, "--seed", "3", "--storage-path", str(tmp_path),
+            "--name", "run", *(["--multi-objective"] if multi else [])]
+    plan = make_plan(build_parser().parse_args(args))
+    plan.run_dir.mkdir(parents=True)
+    metrics, _ = plan.objectives()
+
+    def fresh(searcher_bytes):
+        searcher = cloudpickle.loads(searcher_bytes)
+        searcher.set_search_properties(None if multi else "objective", None if multi else "max", plan.space.tune_space())
+        return searcher
+
+    def finish(searcher, trial_id, value):
+        searcher.on_trial_complete(trial_id, result={m: value for m in metrics})
+
+    tuner_pkl = cloudpickle.dumps(make_searcher(plan))  # what Tuner(...) writes
+    first = fresh(tuner_pkl)
+    seen = [first.suggest("t0")]
+    finish(first, "t0", 0.5)
+    first.save(str(tmp_path / "state.pkl"))  # the experiment state Tune saves
+    seen.append(first.suggest("t1"))  # asked after the last save, never finished: the driver was killed
+
+    restored = fresh(tuner_pkl)
+    restored.restore(str(tmp_path / "state.pkl"))
+    assert type(restored._ot_study.sampler.sampler).__name__ == type(first._ot_study.sampler.sampler).__name__
+    seen.append(restored.suggest("t2"))
+    finish(restored, "t2", 0.25)
+    states = [t.state.name for t in optuna.load_study(study_name="run", storage=f"sqlite:///{plan.run_dir / 'optuna.db'}").trials]
+    assert states == ["COMPLETE", "FAIL", "COMPLETE"]  # t1 is marked failed: Tune will never report it
+    assert seen[2] != seen[0]  # the start point is not run a second time

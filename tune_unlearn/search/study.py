@@ -12,6 +12,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
@@ -30,19 +31,77 @@ def open_storage(run_dir: str | Path) -> optuna.storages.RDBStorage:
     return optuna.storages.RDBStorage(storage_url(run_dir), engine_kwargs={"connect_args": {"timeout": 30}})
 
 
-def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
-    """Optuna's own sampler classes, seeded. Which ones a search may use is checked beforehand
-    (search.check_sampler); the default TPE is what Ray's OptunaSearch builds by itself."""
-    samplers = {
-        "tpe": optuna.samplers.TPESampler,
-        "nsga2": optuna.samplers.NSGAIISampler,
-        "nsga3": optuna.samplers.NSGAIIISampler,
-        "gp": optuna.samplers.GPSampler,
-        "random": optuna.samplers.RandomSampler,
-    }
-    with warnings.catch_warnings():  # NSGAIIISampler is "experimental" (since Optuna 3.2)
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return samplers[name](seed=seed)
+SAMPLER_CLASSES = {
+    "tpe": optuna.samplers.TPESampler,
+    "nsga2": optuna.samplers.NSGAIISampler,
+    "nsga3": optuna.samplers.NSGAIIISampler,
+    "gp": optuna.samplers.GPSampler,
+    "random": optuna.samplers.RandomSampler,
+}
+
+
+def make_sampler(name: str, seed: int) -> "NamedSampler":
+    """Optuna's sampler `name`, seeded, in a wrapper that Tune can pickle (NamedSampler). Which
+    ones a search may use is checked beforehand (plan.choose_sampler)."""
+    return NamedSampler(name, seed)
+
+
+class NamedSampler(optuna.samplers.BaseSampler):
+    """One of Optuna's samplers, kept as its name and seed so that it pickles whatever the
+    sampler object holds.
+
+    Tune pickles the searcher, and with it the sampler (in the searcher itself, its study and
+    every open trial), into tuner.pkl and into each saved searcher state. Whether an Optuna
+    sampler object pickles is not part of Optuna's interface: 5.1's NSGA-II/III samplers hold a
+    thread lock and do not. Everything a sampler needs to go on is in the study (optuna.db: the
+    trials, NSGA's generations in their system attributes), so a pickled NamedSampler keeps only
+    the name, the seed and how many trials it has seen, and builds the sampler again when
+    unpickled. The rebuilt one is seeded from (seed, trials seen): a resumed random search does
+    not repeat the draws of its first start.
+    """
+
+    def __init__(self, name: str, seed: int, trials_seen: int = 0) -> None:
+        if name not in SAMPLER_CLASSES:
+            raise ValueError(f"unknown sampler {name!r}; allowed: {', '.join(SAMPLER_CLASSES)}")
+        self.name, self.seed, self.trials_seen = name, seed, trials_seen
+        self.sampler = self._build()
+
+    def _build(self) -> optuna.samplers.BaseSampler:
+        seed = self.seed
+        if self.trials_seen:  # a restored sampler: a fresh stream, the same one on every restore
+            seed = int(np.random.SeedSequence([self.seed, self.trials_seen]).generate_state(1)[0])
+        with warnings.catch_warnings():  # NSGAIIISampler is "experimental" (since Optuna 3.2)
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return SAMPLER_CLASSES[self.name](seed=seed)
+
+    def __getstate__(self) -> dict:
+        return {"name": self.name, "seed": self.seed, "trials_seen": self.trials_seen}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["name"], state["seed"], state["trials_seen"])
+
+    def __repr__(self) -> str:
+        return f"NamedSampler({self.name!r}, seed={self.seed})"
+
+    # The sampler interface, passed on.
+    def infer_relative_search_space(self, study, trial):
+        return self.sampler.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self.sampler.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self.sampler.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study, trial) -> None:
+        self.trials_seen += 1
+        self.sampler.before_trial(study, trial)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self.sampler.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.sampler.reseed_rng()
 
 
 class StudySearch(OptunaSearch):

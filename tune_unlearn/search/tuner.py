@@ -78,12 +78,8 @@ def make_trainable(plan: Plan, gpus: float, references: dict):
                                {"cpu": plan.cpus_per_trial, "gpu": gpus})
 
 
-def make_tuner(plan: Plan, trainable, max_concurrent: int, resource_timeout: float):
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-
-    from .progress import ResourceWatch, TrialLines, trial_dirname
-    from .trial_files import TrialFiles
+def make_searcher(plan: Plan):
+    """The Optuna searcher of a search, as Tune gets it (and pickles it into tuner.pkl)."""
     from .study import StudySearch, make_sampler, open_storage
 
     metrics, modes = plan.objectives()
@@ -94,9 +90,21 @@ def make_tuner(plan: Plan, trainable, max_concurrent: int, resource_timeout: flo
     start = plan.space.start_point(method.resolve(plan.experiment.method_defaults.get(plan.method, {}), plan.space.fixed))
     # The study lives in optuna.db in the run directory (optuna-dashboard reads it; a resume
     # continues it: see StudySearch). The sampler carries the seed.
-    searcher = StudySearch(metric=metrics[0] if single else metrics, mode=modes[0] if single else modes,
-                           points_to_evaluate=[start] if start else None, sampler=make_sampler(plan.sampler, plan.seed),
-                           storage=open_storage(plan.run_dir), study_name=plan.study_name)
+    return StudySearch(metric=metrics[0] if single else metrics, mode=modes[0] if single else modes,
+                       points_to_evaluate=[start] if start else None, sampler=make_sampler(plan.sampler, plan.seed),
+                       storage=open_storage(plan.run_dir), study_name=plan.study_name)
+
+
+def make_tuner(plan: Plan, trainable, max_concurrent: int, resource_timeout: float):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from .progress import ResourceWatch, TrialLines, trial_dirname
+    from .trial_files import TrialFiles
+
+    single = not plan.multi_objective
+    method = get_method(plan.method)
+    searcher = make_searcher(plan)
     if plan.scheduler == "asha":
         epochs = plan.space.max_value(method.epochs_hparam, method)
         # Rungs count evaluated epochs (`epoch` in every report; a trial's final report carries the
