@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from tune_unlearn.cost import CostMeter
+from tune_unlearn.cost import CostMeter, CostModel, fit_prices
 from tune_unlearn.errors import UserError
 from tune_unlearn.evaluation.objective import FLOOR, Weights, components, ensemble, leave_one_out, score
 
@@ -113,3 +113,50 @@ def test_the_cost_meter_counts_forward_and_backward_macs_only_while_running():
         with torch.no_grad():
             conv(torch.randn(1, 2, 5, 5))
     assert meter.macs == 180 + 4 * 25 * 2 * 9
+
+
+def test_the_meter_counts_layer_calls_with_their_backward_products_and_optimiser_steps():
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    meter = CostMeter()
+    with meter.counting():
+        with torch.no_grad():
+            model(torch.randn(2, 4))
+        assert (meter.calls, meter.steps) == (2, 0)  # two layers, forward only
+        model(torch.randn(2, 4)).sum().backward()
+        optimizer.step()
+    # first layer: forward + weight gradient (its input needs none); second: + input gradient
+    assert (meter.calls, meter.steps) == (2 + 2 + 3, 1)
+    optimizer.step()
+    assert meter.steps == 1  # not running
+
+
+def test_prices_fitted_from_steps_recover_the_per_call_and_per_mac_price():
+    mac_s, call_s = 2e-11, 5e-5
+    points = [(mac_s * m + call_s * 60, {"macs": m, "calls": 60}) for m in (1e8, 4e8, 1.6e9)]
+    fitted = fit_prices(points)
+    assert fitted == pytest.approx((mac_s, call_s), rel=1e-6)
+
+
+def test_smaller_steps_over_the_same_data_cost_more_though_their_macs_are_equal():
+    """What the search must not exploit: one epoch in batches of 8 does the arithmetic of one
+    epoch in batches of 64, but 8 times the steps, and the priced cost says so."""
+    from tune_unlearn.data.parts import TensorPart
+    from tune_unlearn.runtime import make_runtime
+    from tune_unlearn.training import finetune
+
+    torch.manual_seed(0)
+    images, labels = torch.randn(64, 1, 4, 4), torch.randint(0, 3, (64,))
+    part = TensorPart("retain", images, labels, torch.arange(64), torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, 1),
+                      0, False, False)
+    prices = CostModel(mac_s=1e-10, call_s=1e-4)
+    counts = {}
+    for batch_size in (8, 64):
+        model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(64, 3))
+        meter = CostMeter()
+        with meter.counting():
+            finetune(model, part, make_runtime("cpu"), epochs=1, lr=0.01, batch_size=batch_size)
+        counts[batch_size] = meter.counts()
+    assert counts[8]["macs"] == counts[64]["macs"]
+    assert (counts[8]["steps"], counts[64]["steps"]) == (8, 1)
+    assert prices.priced(counts[8])["cost"] > 5 * prices.priced(counts[64])["cost"]

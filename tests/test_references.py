@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -34,6 +36,8 @@ def test_second_prepare_is_a_cache_hit_and_says_so(tiny_experiment, runtime, tmp
     assert sum("cache hit" in m for m in messages) == 4
     assert second.refs.retrained == first.refs.retrained
     assert all(torch.equal(first.refs.original_state[k], second.refs.original_state[k]) for k in first.refs.original_state)
+    # the device's prices are measured once and cached: the same cost model, nothing measured again
+    assert second.refs.cost_model == first.refs.cost_model and not any("calibrating" in m for m in messages)
 
 
 def test_the_retrained_models_differ_and_their_ensemble_has_a_spread(prepared):
@@ -45,7 +49,14 @@ def test_the_retrained_models_differ_and_their_ensemble_has_a_spread(prepared):
     values = [m["val"]["val_acc"] for m in refs.retrained]
     assert reference["val_acc"] == pytest.approx(sum(values) / 3)
     assert reference["val_acc_sd"] == pytest.approx(torch.tensor(values).std().item())
-    assert reference["cost"] > 0 and reference["time_s"] > 0  # training cost (MACs) and time, for the cost ratio
+    assert reference["cost"] > 0 and reference["time_s"] > 0  # training cost (estimated s) and time, for the cost ratio
+    # the cost is the counted work at the device's prices, the same for every retrained model
+    prices = refs.prices()
+    assert prices.mac_s > 0 and prices.call_s > 0
+    for model in refs.retrained:
+        assert model["val"]["cost"] == pytest.approx(prices.seconds(model["val"]["macs"], model["val"]["calls"]))
+    steps = refs.retrained[0]["val"]["steps"]
+    assert steps == 2 * math.ceil(len(prepared.data.retain) / prepared.experiment.train.batch_size)  # 2 epochs
 
 
 def test_growing_the_ensemble_trains_only_the_new_model(tiny_experiment, runtime, tmp_path, monkeypatch):

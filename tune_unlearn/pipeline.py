@@ -56,11 +56,13 @@ class Prepared:
 
 def prepare(exp: Experiment, runtime: Runtime, cache_dir: str | Path, original_checkpoint: str | None = None,
             download: bool = False, allow_training: bool = True, log: Callable[[str], None] = log_stderr,
-            leakage: bool = False) -> Prepared:
+            leakage: bool = False, threads: int | None = None) -> Prepared:
     """Data on the device and the cached references, with their leakage (`pl_forget_acc`)
-    measured too when `leakage`."""
+    measured too when `leakage`, and costs priced for unlearning on `threads` threads (None:
+    this process's)."""
     data = load_data(exp, runtime.device, download)
-    refs = prepare_references(exp, data, runtime, cache_dir, original_checkpoint, allow_training, log, leakage)
+    refs = prepare_references(exp, data, runtime, cache_dir, original_checkpoint, allow_training, log, leakage,
+                              threads)
     return Prepared(exp, data, runtime, refs)
 
 
@@ -140,6 +142,7 @@ def run_method(prepared: Prepared, method: str | Method, hparams: dict, weights:
     exp, data, runtime, refs = prepared.experiment, prepared.data, prepared.runtime, prepared.refs
     model = prepared.model()
     clock = Stopwatch(runtime)
+    prices = refs.prices()
     history: list[dict] = []
     reference = {split: refs.reference(split) for split in SPLITS}
 
@@ -151,12 +154,13 @@ def run_method(prepared: Prepared, method: str | Method, hparams: dict, weights:
         out = evaluate(model, data, runtime, exp.eval.batch_size, exp.eval.mia_seed, full_retain=full_retain,
                        leakage=exp.leakage if leakage else None, splits=splits)
         for metrics in out.values():
-            metrics.update(time_s=clock.elapsed, cost=clock.macs)
+            metrics.update(time_s=clock.elapsed, **prices.priced(clock.counts()))
         example = prepared.examples().gap(forget_confidences(model, data.forget, runtime, exp.eval.batch_size))
         return out, example
 
     def epoch_end(phase: str, epoch: int, logs: dict, worth_evaluating: bool) -> None:
-        history.append({"phase": phase, "epoch": epoch + 1, "time_s": clock.elapsed, "cost": clock.macs, **logs})
+        history.append({"phase": phase, "epoch": epoch + 1, "time_s": clock.elapsed, **prices.priced(clock.counts()),
+                        **logs})
         loss = logs.get("loss")
         bar.update(text=f"{phase} {epoch + 1}" + (f", loss {loss:.4f}" if isinstance(loss, float) else ""))
         if not (worth_evaluating and on_report):

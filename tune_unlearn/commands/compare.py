@@ -113,7 +113,8 @@ def read_rows(path: Path) -> list[dict]:
 # Every row is measured on the test split (final numbers) and scored against the retrained
 # ensemble on it; `val_objective` is the validation split's score (what a search optimises).
 COLUMNS = ["method", "config", "seed", "status", "retain_acc", "forget_acc", "forget_true_acc", "test_acc",
-           "forget_test_acc", "asr", "pl_forget_acc", "mia", "mia_cv_acc", "time_s", "cost", *COMPONENT_MODES,
+           "forget_test_acc", "asr", "pl_forget_acc", "mia", "mia_cv_acc", "time_s", "cost", "macs", "steps",
+           *COMPONENT_MODES,
            "objective", "val_objective", "hparams"]
 RETRAINED, ORIGINAL = "(retrained)", "(original)"  # the baseline rows' method names
 # The table's measures: the search table's, without the competition kit's attack

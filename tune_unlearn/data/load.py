@@ -103,7 +103,7 @@ def load_data(exp: Experiment, device: torch.device | str = "cpu", download: boo
     device = torch.device(device)
     spec = exp.dataset
     root = dataset_root(spec)
-    channels_last = device.type == "cuda"
+    channels_last = True  # batches in the memory format Runtime.prepare gives every network
     if spec.name not in LOADERS:
         return _load_folder(exp, root, device, channels_last)
     if root is not None and download:

@@ -42,8 +42,9 @@ from ..training import Diverged, predict
 
 SPLITS = ("val", "test")  # trials are scored on val; test is for final numbers
 # The measures of one split's evaluation, with `val_acc` standing for the split's accuracy
-# (`test_acc` in a test evaluation); `cost` is in MACs (cost.py).
-METRIC_KEYS = ("retain_acc", "forget_acc", "val_acc", "mia", "mia_cv_acc", "time_s", "cost")
+# (`test_acc` in a test evaluation); `cost` is estimated seconds from the counted `macs`, layer
+# `calls` and optimiser `steps` (cost.py).
+METRIC_KEYS = ("retain_acc", "forget_acc", "val_acc", "mia", "mia_cv_acc", "time_s", "cost", "macs", "calls", "steps")
 # Measures only some experiments have: the corrective rules' (ForgetSpec.measures) and leakage's
 OPTIONAL_KEYS = ("forget_true_acc", "asr", "pl_forget_acc")
 

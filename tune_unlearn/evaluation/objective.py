@@ -18,9 +18,12 @@ agrees exactly, as on a forgotten class (0% for every retrained model). The obje
 `example_gap` (example_gap.py) is the per-sample counterpart: each forget sample's confidence
 beside the retrained models' on that sample, in units of a spread, beyond the first.
 
-`cost_ratio` is the unlearning's multiply-accumulates (cost.py: forward and backward, counted
-per layer) over the retrained models' training MACs: hardware-independent, so it does not
-change with the number of trials sharing a GPU. Wall time is reported beside it (`time_s`).
+`cost_ratio` is the unlearning's cost over the retrained models' training cost, both priced by
+the same cost model (cost.py: counted multiply-accumulates and layer calls, each at the price
+measured on the device the trials run on). It estimates the wall-time ratio on that device
+without its noise: it does not change with the number of trials sharing a machine, and a
+replayed configuration gets the same number. Measured wall time is reported beside it
+(`time_s`), and so are the counts (`macs`, `steps`).
 
 0 is the best possible (indistinguishable from retraining at no cost); a retrained model
 scored against the others gets about -w_cost; the untouched original gets 0 cost but its full

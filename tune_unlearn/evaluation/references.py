@@ -46,10 +46,11 @@ from .example_gap import ExampleReference, forget_confidences, leave_one_out_gap
 from .objective import (Weights, aggregate, aggregate_components, distances, ensemble, leave_one_out, mean_numbers,
                         score)
 from ..models import load_state_checked, read_checkpoint
+from ..cost import CostModel, calibrate, calibration_key, dumps, torch_threads
 from ..runtime import Runtime, Stopwatch, seed_everything
 from ..training import train_recipe
 
-CACHE_FORMAT = 3  # 3: entries record their training cost in MACs (meta["train_macs"])
+CACHE_FORMAT = 4  # 4: entries record their training's layer calls and steps beside its MACs (cost.py)
 CONFIDENCE_VERSION = 1  # bump when forget_confidences changes meaning
 METRICS_VERSION = 4  # bump when evaluate changes meaning (2: per split; 3: kit attack test size, probe target;
 #                      4: the member-rate attack on the loss alone; the probe's one-class forget sets)
@@ -109,6 +110,10 @@ class References:
     paths: dict = field(default_factory=dict)  # role -> absolute path of its cache file
     confidences: dict = field(default_factory=dict)  # role -> confidence on each forget sample (numpy)
     fingerprint: dict = field(default_factory=dict)  # the data the models were trained and measured on
+    cost_model: dict = field(default_factory=dict)  # the device's prices (cost.CostModel) every cost here uses
+
+    def prices(self) -> CostModel:
+        return CostModel.from_json(self.cost_model)
 
     def for_trials(self) -> "References":
         """What a trial needs (the original's weights, every model's metrics and confidences),
@@ -129,7 +134,7 @@ class References:
 
     def baseline(self, split: str) -> dict:
         """The original model's metrics as an unlearning that does nothing: time and cost 0."""
-        return {**self.original[split], "time_s": 0.0, "cost": 0}
+        return {**self.original[split], "time_s": 0.0, "cost": 0.0, "macs": 0, "calls": 0, "steps": 0}
 
     def scored(self, weights: Weights) -> dict:
         """Both baselines scored like a trial, per split: the original (no unlearning) and each
@@ -181,6 +186,8 @@ class ReferenceCache:
     def __init__(self, root: str | Path, log: Callable[[str], None] = log_stderr):
         self.root = Path(root).expanduser().resolve()
         self.log = log
+        self.untrained = 0  # models a preparation will train, until its first epoch forecasts their time
+        self.announce = ""  # what the preparation will train, said as the first model starts
 
     def _model_key(self, exp: Experiment, data: ExperimentData, role: str, checkpoint: str | None) -> str:
         # exp.train.seed is the model's own training seed (the i-th retrained model's: seed + i)
@@ -219,6 +226,9 @@ class ReferenceCache:
                        replace(recipe, epochs=recipe.transfer_epochs, lr=recipe.transfer_lr))]
         else:
             stages = [("", data.train, recipe)]
+        if self.announce:
+            self.log(self.announce)
+            self.announce = ""
         seed_everything(recipe.seed)
         model = runtime.prepare(network(exp, data))
         clock = Stopwatch(runtime).start()
@@ -228,16 +238,29 @@ class ReferenceCache:
             # A bar on a terminal, else a line every fifth of the epochs (through self.log)
             with Progress(f"{role} (seed {recipe.seed})", stage.epochs, "epoch",
                           log=None if self.log is log_stderr else self.log) as bar:
-                train_recipe(model, part, stage, runtime,
-                             on_epoch=lambda epoch, logs: bar.update(text=f"loss {logs['loss']:.4f}"))
+                def on_epoch(epoch: int, logs: dict) -> None:
+                    bar.update(text=f"loss {logs['loss']:.4f}")
+                    if epoch == 0 and self.untrained:  # the first epoch of this preparation: a forecast
+                        per_model = clock.elapsed * sum(s.epochs for _, _, s in stages)
+                        self.log(f"first epoch in {clock.elapsed:.2f} s: about {per_model:.0f} s per model, "
+                                 f"{per_model * self.untrained:.0f} s for the {self.untrained} model(s) to train here")
+                        self.untrained = 0
+
+                train_recipe(model, part, stage, runtime, on_epoch=on_epoch)
             images += stage.epochs * len(part)
         seconds = clock.stop()
-        meta = {"role": role, "experiment": exp.name, "train_time_s": seconds, "train_macs": clock.macs,
+        counts = clock.counts()
+        meta = {"role": role, "experiment": exp.name, "train_time_s": seconds, "train_macs": counts["macs"],
+                "train_calls": counts["calls"], "train_steps": counts["steps"],
                 "seed": recipe.seed, "device": runtime.describe(),
                 "host": socket.gethostname(), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
                 "train_images_per_s": images / seconds}
         state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         return state, meta
+
+    def path_of(self, exp: Experiment, data: ExperimentData, role: str) -> Path:
+        """Where the cache keeps the original or a retrained model of `exp`."""
+        return self.root / exp.name / f"{role}-{self._model_key(exp, data, role, None)}.pt"
 
     def model(self, exp: Experiment, data: ExperimentData, runtime: Runtime, role: str,
               allow_training: bool, checkpoint: str | None = None) -> tuple[dict, dict, str, Path]:
@@ -247,8 +270,7 @@ class ReferenceCache:
             state = read_checkpoint(path)
             load_state_checked(network(exp, data), state, f"checkpoint {path}")
             return state, {"role": role, "train_time_s": None, "train_macs": None, "checkpoint": str(path)}, "checkpoint", path
-        key = self._model_key(exp, data, role, None)
-        path = self.root / exp.name / f"{role}-{key}.pt"
+        path = self.path_of(exp, data, role)
         forget = data.split.forget if role == "retrain" else None
         entry = self._load_entry(path, forget)
         if entry is not None:
@@ -265,7 +287,7 @@ class ReferenceCache:
         return state, meta, "trained", path
 
     def metrics(self, exp: Experiment, data: ExperimentData, runtime: Runtime, state: dict, model_id: str,
-                meta: dict, leakage: bool = False) -> dict:
+                leakage: bool = False) -> dict:
         """Evaluation of a cached model on both held-out splits (split -> metrics; cached too,
         keyed by model and split), with the leakage attack's `pl_forget_acc` when `leakage`."""
         key = digest({"model": model_id, "forget": forget_key(exp.forget), "eval": asdict(exp.eval),
@@ -280,8 +302,6 @@ class ReferenceCache:
                 self.log(f"cache entry {path} is unreadable; re-evaluating")
         result = evaluate(loaded(exp, data, runtime, state), data, runtime, exp.eval.batch_size, exp.eval.mia_seed,
                           leakage=exp.leakage if leakage else None)
-        for split_metrics in result.values():
-            split_metrics.update(time_s=meta.get("train_time_s"), cost=meta.get("train_macs"))
         atomic_write_text(path, json.dumps(result, indent=1))
         return result
 
@@ -304,6 +324,25 @@ class ReferenceCache:
         atomic_write_text(path, json.dumps(values))
         return np.asarray(values, dtype=np.float64)  # as rounded as a cached entry: the same scores either way
 
+    def cost_model(self, exp: Experiment, data: ExperimentData, runtime: Runtime, threads: int | None) -> CostModel:
+        """The device's prices for this network (cost.calibrate, on `threads` threads), measured
+        once per device, threads, processor, torch and network, and cached."""
+        with torch_threads(threads):
+            describe = runtime.describe()
+            shape = tuple(next(iter(data.train.batches(1)))[0].shape[1:])
+            key = calibration_key(describe, asdict(exp.model), shape, data.num_classes)
+            path = self.root / "calibration" / f"cost-{digest(key)}.json"
+            if path.exists():
+                try:
+                    return CostModel.from_json(json.loads(path.read_text())["prices"])
+                except (OSError, ValueError, KeyError):
+                    self.log(f"cache entry {path} is unreadable; calibrating again")
+            self.log(f"calibrating the cost model on {describe} (training steps at three batch sizes)")
+            prices = calibrate(lambda: runtime.prepare(network(exp, data)), shape, data.num_classes, runtime.device,
+                               runtime.sync, describe)
+        atomic_write_text(path, dumps(prices, key))
+        return prices
+
 
 def retrain_seeds(exp: Experiment) -> list[int]:
     """Training seeds of the retrained models: train.seed, train.seed + 1, ..."""
@@ -312,17 +351,29 @@ def retrain_seeds(exp: Experiment) -> list[int]:
 
 def prepare_references(exp: Experiment, data: ExperimentData, runtime: Runtime, cache_dir: str | Path,
                        original_checkpoint: str | None = None, allow_training: bool = True,
-                       log: Callable[[str], None] = log_stderr, leakage: bool = False) -> References:
+                       log: Callable[[str], None] = log_stderr, leakage: bool = False,
+                       threads: int | None = None) -> References:
+    """The original and the retrained models of `exp`, with their metrics on both splits, their
+    training's counted work and cost (priced by the device's cost model, calibrated for
+    `threads`, the threads an unlearning runs on: None, this process's), and their confidences."""
     cache = ReferenceCache(cache_dir, log)
     refs = References({}, [], {}, [], fingerprint=data.fingerprint)
     jobs = [("original", "original", exp)]
     jobs += [(f"retrain-{i}", "retrain", replace(exp, train=replace(exp.train, seed=seed)))
              for i, seed in enumerate(retrain_seeds(exp))]
+    missing = [role for _, role, model_exp in jobs
+               if not (role == "original" and original_checkpoint) and not cache.path_of(model_exp, data, role).exists()]
+    if missing and allow_training:  # said when the first one starts (a bad --original is refused first)
+        cache.untrained = len(missing)
+        cache.announce = (f"{len(missing)} of {len(jobs)} models to train for {exp.name} ({exp.forget.describe()}, "
+                          f"train seed {exp.train.seed}); the rest come from the cache")
+    metas = []
     for name, role, model_exp in jobs:
         state, meta, status, path = cache.model(model_exp, data, runtime, role, allow_training, original_checkpoint)
         # A rebuilt entry keeps its name but is a new model: its creation time is part of the id.
         model_id = file_digest(path) if status == "checkpoint" else f"{path.name}@{meta.get('created')}"
-        metrics = cache.metrics(model_exp, data, runtime, state, model_id, meta, leakage)
+        metrics = cache.metrics(model_exp, data, runtime, state, model_id, leakage)
+        metas.append((metrics, meta))
         refs.confidences[name] = cache.confidences(model_exp, data, runtime, state, model_id)
         refs.status[name], refs.paths[name] = status, str(path)
         if role == "original":
@@ -330,4 +381,12 @@ def prepare_references(exp: Experiment, data: ExperimentData, runtime: Runtime, 
         else:
             refs.retrain_states.append(state)
             refs.retrained.append(metrics)
+    # Priced once every model is there (a bad --original is refused before anything is measured)
+    prices = cache.cost_model(exp, data, runtime, threads)
+    refs.cost_model = prices.to_json()
+    for metrics, meta in metas:
+        training = prices.priced({"macs": meta.get("train_macs"), "calls": meta.get("train_calls"),
+                                  "steps": meta.get("train_steps")})
+        for split_metrics in metrics.values():
+            split_metrics.update(time_s=meta.get("train_time_s"), **training)
     return refs

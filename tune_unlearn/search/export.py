@@ -58,7 +58,8 @@ def baseline_rows(record: RunRecord) -> list[dict]:
 def test_metrics_of(result: dict) -> dict:
     """A trial's test-split numbers (test_columns of its final report) under the metric names
     of a test evaluation: test_acc, mia, ..., plus the split-free retain/forget accuracy and cost."""
-    out = {k: result[k] for k in ("retain_acc", "forget_acc", "forget_true_acc", "time_s", "cost") if k in result}
+    out = {k: result[k] for k in ("retain_acc", "forget_acc", "forget_true_acc", "time_s", "cost", "macs", "steps")
+           if k in result}
     for key, value in result.items():
         if key in ("test_acc", "forget_test_acc"):
             out[key] = value

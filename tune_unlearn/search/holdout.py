@@ -34,7 +34,8 @@ from .plan import Plan
 from .results import HOLDOUT_FILE, RunRecord
 
 # A held-out run's test-split numbers kept beside its objectives
-KEPT_METRICS = ("retain_acc", "forget_acc", "forget_true_acc", "test_acc", "forget_test_acc", "asr", "mia", "cost")
+KEPT_METRICS = ("retain_acc", "forget_acc", "forget_true_acc", "test_acc", "forget_test_acc", "asr", "mia", "cost", "macs",
+                "steps", "time_s")
 
 
 def candidates(plan: Plan, record: RunRecord) -> list[dict]:

@@ -48,9 +48,38 @@ def _ended(trials, trial) -> int:
     return 1 + sum(t.status in ("TERMINATED", "ERROR") for t in trials if t is not trial)
 
 
+def duration(seconds: float) -> str:
+    """A wait as people read it: 45 s, 3 min 05 s, 1 h 02 min."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
 class TrialLines(tune.Callback):
-    def __init__(self, total: int):
-        self.total = total
+    """A line per ended trial, with the time left at this session's pace: its trials ended so
+    far over the time since its first trial started, so concurrency is counted in."""
+
+    def __init__(self, total: int, clock=time.monotonic):
+        self.total, self.clock = total, clock
+        self.since: float | None = None
+        self.ended_here = 0
+
+    def __setstate__(self, state):  # a resumed search: a new session, a new pace
+        self.__dict__.update(state, since=None, ended_here=0)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        if self.since is None:
+            self.since = self.clock()
+
+    def eta(self, ended: int) -> str:
+        self.ended_here += 1
+        if self.since is None or ended >= self.total:
+            return ""
+        pace = (self.clock() - self.since) / self.ended_here
+        return f" | about {duration(pace * (self.total - ended))} left"
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         r = trial.last_result or {}
@@ -58,13 +87,15 @@ class TrialLines(tune.Callback):
             return
         shown = " ".join(f"{k} {r[k]:.2f}" for k in SHOWN if k in r)
         stopped = "" if r.get("final") == 1 else " (stopped early)"
-        print(f"[{_ended(trials, trial)}/{self.total}] {trial.trial_id}{stopped}: objective {r['objective']:.4f} | "
-              f"{shown} | {format_params(trial.config)}", flush=True)
+        ended = _ended(trials, trial)
+        print(f"[{ended}/{self.total}] {trial.trial_id}{stopped}: objective {r['objective']:.4f} | "
+              f"{shown} | {format_params(trial.config)}{self.eta(ended)}", flush=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         path = Path(trial.error_file) if trial.error_file else None  # the driver's copy, written before this call
         text = path.read_text() if path and path.exists() else None
-        print(f"[{_ended(trials, trial)}/{self.total}] {trial.trial_id} failed: {error_reason(text)}", flush=True)
+        ended = _ended(trials, trial)
+        print(f"[{ended}/{self.total}] {trial.trial_id} failed: {error_reason(text)}{self.eta(ended)}", flush=True)
 
 
 class ResourceWatch(tune.Callback):

@@ -119,8 +119,10 @@ def references_in_process(plan: Plan, download: bool, requests: list, train: boo
         if several and train:
             log_stderr(f"references of the {'tuning' if role == 'tune' else 'held-out'} request {label} "
                        f"({exp.forget.describe()}, train seed {exp.train.seed})")
+        # Costs priced as a trial runs: on the threads its CPUs give it (limit_threads)
         prepared = prepare(exp, runtime, plan.cache_dir, plan.original, download, allow_training=train,
-                           leakage=plan.leakage, log=log_stderr if train else lambda message: None)
+                           leakage=plan.leakage, log=log_stderr if train else lambda message: None,
+                           threads=max(1, int(plan.cpus_per_trial)))
         refs, data = prepared.refs, prepared.data
         out[label] = {"role": role, "baselines": refs.scored(plan.weights), "status": refs.status, "paths": refs.paths,
                       "sizes": {"train": len(data.train), "retain": len(data.retain), "forget": len(data.forget),

@@ -51,15 +51,19 @@ def best_table(record: RunRecord, top: int) -> tuple[list[str], list[list[str]]]
     measures = [(k, label) for k, label in MEASURES if k in reference]
     holdout = record.holdout is not None
     header = ["rank", "trial", "objective", "test obj.", *(["held-out obj."] if holdout else []),
-              *(label for _, label in measures), "cost %", "time s", *record.params]
-    ref_cost = reference.get("cost") or 0
+              *(label for _, label in measures), "cost %", "MACs %", "steps", "time s", *record.params]
     rows = []
+
+    def percent(result: dict, key: str) -> float | None:
+        """A trial's `key` (the estimated cost, MACs) in % of the retrained models' training."""
+        return 100 * result[key] / reference[key] if reference.get(key) and key in result else None
+
     for i, t in enumerate(record.ranked()[:top], 1):
         test = test_metrics_of(t.result)
-        cost = 100 * t.result["cost"] / ref_cost if ref_cost and "cost" in t.result else None
         held = [fmt((record.holdout_of(t.trial_id) or {}).get("holdout_objective"), 3)] if holdout else []
         rows.append([str(i), t.trial_id, fmt(t.result["objective"], 3), fmt(t.result.get("test_objective"), 3), *held,
-                     *(fmt(test.get(k)) for k, _ in measures), fmt(cost, 1), fmt(t.result.get("time_s")),
+                     *(fmt(test.get(k)) for k, _ in measures), fmt(percent(t.result, "cost"), 1),
+                     fmt(percent(t.result, "macs"), 1), fmt(t.result.get("steps"), 0), fmt(t.result.get("time_s")),
                      *(fmt(t.config.get(p), 4) for p in record.params)])
     if baselines:
         val, test = baselines["val"], baselines["test"]
@@ -67,12 +71,12 @@ def best_table(record: RunRecord, top: int) -> tuple[list[str], list[list[str]]]
         held = holdout_baselines(record.holdout) if holdout else None
         rows.append(["", f"retrained ({len(retrained)})", fmt_spread(val["retrained"]["objectives"], 3),
                      fmt_spread(test["retrained"]["objectives"], 3), *([fmt_spread(held[1], 3)] if held else []),
-                     *(fmt_spread([m.get(k) for m in retrained]) for k, _ in measures), "100.0",
-                     fmt_spread([m.get("time_s") for m in retrained]), *("" for _ in record.params)])
+                     *(fmt_spread([m.get(k) for m in retrained]) for k, _ in measures), "100.0", "100.0",
+                     fmt(reference.get("steps"), 0), fmt_spread([m.get("time_s") for m in retrained]), *("" for _ in record.params)])
         original = test["original"]["metrics"]
         rows.append(["", "original", fmt(val["original"]["objective"], 3), fmt(test["original"]["objective"], 3),
                      *([fmt(held[0], 3)] if held else []),
-                     *(fmt(original.get(k)) for k, _ in measures), "0.0", "0.00", *("" for _ in record.params)])
+                     *(fmt(original.get(k)) for k, _ in measures), "0.0", "0.0", "0", "0.00", *("" for _ in record.params)])
     return header, rows
 
 

@@ -62,9 +62,9 @@ def finished_reports(run_dir: str | Path) -> dict[str, dict]:
 
 def method_logs(entry: dict) -> dict[str, float]:
     """The numbers the method logged in one epoch of a run's history (history.json): without
-    the phase and epoch that name it and the clock's time and cost the pipeline adds."""
+    the phase and epoch that name it and the clock's time and counted work the pipeline adds."""
     return {name: value for name, value in entry.items()
-            if name not in ("phase", "epoch", "time_s", "cost") and isinstance(value, (int, float))
+            if name not in ("phase", "epoch", "time_s", "cost", "macs", "calls", "steps") and isinstance(value, (int, float))
             and not isinstance(value, bool)}
 
 
