@@ -7,7 +7,9 @@ prints one Markdown row per setting with every original's result side by side.
     python experiments/robustness.py --train-seeds 0 1 2 --forget-seeds 0 1 --grid decay=0,0.1 --grid ft_epochs=2,3
     python experiments/robustness.py --method salun --experiment digits_backdoor
 
-Columns: cost as a share of retraining (MACs); for each (train seed, forget seed) pair the
+Columns: cost as a share of retraining (the estimate the objective uses: cost.py), MACs as a
+share of retraining's, optimiser steps, and measured wall time as a share of the retrained
+models' training time (both on `--threads`); for each (train seed, forget seed) pair the
 weighted sum of the gaps to the retrained models on the test split (the objective without its
 cost term: 0 is within their spread on every measure); how many pairs are within spread and
 the mean gap sum, on the test and on the validation split; then the test split's measures,
@@ -74,7 +76,12 @@ def main() -> None:
     p.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2", help="hyperparameter values to cross")
     p.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1, 2], help="original models (train.seed)")
     p.add_argument("--forget-seeds", type=int, nargs="+", default=[0], help="forget sets (forget.seed)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads, for training, unlearning and the cost's prices (default 1: as a search's trial)")
     args = p.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
     fixed, grid = parse_assignments(args.set, "--set"), parse_grid(args.grid)
     base = resolve_run(args.method, args.experiment, experiment_overrides(args), fixed)
     settings = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())] or [{}]
@@ -90,7 +97,7 @@ def main() -> None:
     references, retrained = [], []
     for train_seed, forget_seed in pairs:
         exp = replace(exp0, train=replace(exp0.train, seed=train_seed), forget=replace(exp0.forget, seed=forget_seed))
-        prepared = prepare(exp, runtime, args.cache_dir or default_cache_dir(), log=lambda m: None)
+        prepared = prepare(exp, runtime, args.cache_dir or default_cache_dir(), log=lambda m: None, threads=args.threads)
         references.append((train_seed, forget_seed, prepared.refs.reference("test"), prepared.refs.baseline("test")))
         retrained.append(prepared.refs)
         for i, hp in enumerate(hparams):
@@ -99,7 +106,7 @@ def main() -> None:
     pair_names = [f"t{t}/f{f}" for t, f in pairs]
     print(f"### {args.method} on {exp0.name}, {len(pairs)} original models x forget sets "
           f"({', '.join(pair_names)}: train seed / forget seed), {runtime.describe()}\n")
-    head = ["run", "cost %", *(f"gaps {n}" for n in pair_names), "within (test)", "mean gaps (test)",
+    head = ["run", "cost %", "MACs %", "steps", "time %", *(f"gaps {n}" for n in pair_names), "within (test)", "mean gaps (test)",
             "within (val)", "mean gaps (val)", *(label for _, label in measures)]
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
 
@@ -112,12 +119,17 @@ def main() -> None:
         rs = results[i]
         row = [", ".join(f"{k}={v}" for k, v in setting.items()) or args.method]
         row.append(cell([100 * r.test_components["cost_ratio"] for r in rs], 1))
+        row.append(cell([100 * r.metrics["macs"] / r.reference["macs"] for r in rs], 1))
+        row.append(cell([r.metrics["steps"] for r in rs], 0))
+        # measured: the unlearning's wall time over the retrained models' training time, same threads
+        row.append(cell([100 * r.metrics["time_s"] / r.reference["time_s"] for r in rs], 1))
         row += [f"{gap_sum(r.test_components, base.weights):.2f}" for r in rs]
         row += summary([r.test_components for r in rs], [r.components for r in rs])
         row += [cell([r.test_metrics[k] for r in rs]) for k, _ in measures]
         print("| " + " | ".join(row) + " |")
     loo = {split: [leave_one_out([m[split] for m in refs.retrained]) for refs in retrained] for split in ("test", "val")}
-    row = ["(retrained: each against the others)", "100"]
+    row = ["(retrained: each against the others)", "100", "100", cell([m["val"]["steps"] for refs in retrained
+                                                                     for m in refs.retrained], 0), "100"]
     row += [cell([gap_sum(c, base.weights) for c in pair]) for pair in loo["test"]]
     row += summary([c for pair in loo["test"] for c in pair], [c for pair in loo["val"] for c in pair])
     row += [cell([m["test"][k] for refs in retrained for m in refs.retrained]) for k, _ in measures]

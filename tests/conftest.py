@@ -1,5 +1,11 @@
 """Shared fixtures: a tiny digits experiment (width-4 ResNet-18, 2 epochs) so that tests train
-real references in a second or two on a CPU."""
+real references in a second or two on a CPU.
+
+Tiers (pyproject.toml registers the markers): `train` trains models, `ray` starts Ray or a
+search, `cluster` starts several Ray nodes; each of them is also `slow`. `pytest -m "not slow"`
+runs the rest in well under a minute. A test gets its tier from the fixtures it uses
+(TIER_FIXTURES) or from a mark of its own.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,20 @@ import yaml
 from tune_unlearn.data.experiment import load_experiment
 from tune_unlearn.pipeline import prepare
 from tune_unlearn.runtime import make_runtime
+
+TIER_FIXTURES = {"ray": {"ray_address", "finished_search", "multi_objective_search"},
+                 "train": {"prepared", "corrective"}, "cluster": {"two_nodes"}}
+SLOW_TIERS = ("train", "ray", "cluster")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for tier, fixtures in TIER_FIXTURES.items():
+            if fixtures & set(item.fixturenames):
+                item.add_marker(tier)
+        if any(item.get_closest_marker(tier) for tier in SLOW_TIERS):
+            item.add_marker("slow")
+
 
 TINY = {"model.width": 4, "train.epochs": 2, "eval.batch_size": 512}
 # The random-forget digits experiment (the default one forgets a single class, which the

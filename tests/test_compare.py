@@ -14,6 +14,7 @@ def rows(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.train
 def test_compare_runs_every_method_on_every_seed_and_resumes(tmp_path, session_cache, capsys):
     tuned = tmp_path / "run1" / "best_config.yaml"
     tuned.parent.mkdir()
@@ -42,6 +43,7 @@ def test_compare_runs_every_method_on_every_seed_and_resumes(tmp_path, session_c
     assert len(rows(tmp_path / "cmp" / "compare.csv")) == len(written)
 
 
+@pytest.mark.train
 def test_class_forgetting_compare(tmp_path, session_cache, capsys):
     args = ["--methods", "finetune", "--seeds", "0", "--forget-classes", "3", "--out", str(tmp_path / "c"),
             "--cache-dir", str(session_cache), *TINY_ARGS]

@@ -81,6 +81,7 @@ def test_one_forgotten_class_is_probed_beside_retain_samples(prepared, runtime):
     assert 0.0 <= score <= 100.0
 
 
+@pytest.mark.train
 def test_run_with_leakage_reports_it_for_the_run_and_the_references(capsys, session_cache):
     code = run_main(["--cache-dir", str(session_cache), *TINY_ARGS, "--set", "mask_epochs=2", "--set", "ft_epochs=1",
                      "--leakage"])
@@ -116,6 +117,7 @@ def test_transfer_needs_class_forgetting():
         load_experiment("dtl_digits", {"forget.fraction": 0.1})
 
 
+@pytest.mark.train
 def test_source_task_unlearning_after_transfer_end_to_end(tmp_path, session_cache, capsys):
     """The article's setting on tiny data: the original learns classes 0-4, then transfers to
     5-9; gc disposes of the source; compare with --leakage shows target accuracy, source

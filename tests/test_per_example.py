@@ -145,6 +145,7 @@ def hand_built(rng, name, n, shift=0.0):
     return e
 
 
+@pytest.mark.train
 def test_rows_score_every_ensemble_against_the_same_reference(tmp_path):
     from analysis.report import per_example_section, render_html
 
@@ -177,6 +178,7 @@ def test_rows_score_every_ensemble_against_the_same_reference(tmp_path):
     assert "N = 6" in section.title and "per_example_roc.png" in render_html("t", [section])
 
 
+@pytest.mark.train
 def test_compare_per_example_end_to_end(tmp_path, session_cache, capsys):
     out = tmp_path / "cmp"
     args = ["--methods", "finetune", "--seeds", "0", "--out", str(out), "--cache-dir", str(session_cache),
@@ -197,6 +199,7 @@ def test_compare_per_example_end_to_end(tmp_path, session_cache, capsys):
     assert (out / "compare.csv").exists()  # the comparison itself is unchanged
 
 
+@pytest.mark.train
 def test_compare_per_example_on_a_backdoor(tmp_path, session_cache, capsys):
     """The corrective measures reach compare's table, and the per-example rows are made."""
     out = tmp_path / "bd"

@@ -26,6 +26,7 @@ ALL_TRAINED = {"original": "trained", "retrain-0": "trained", "retrain-1": "trai
 ALL_CACHED = {role: "cached" for role in ALL_TRAINED}
 
 
+@pytest.mark.train
 def test_second_prepare_is_a_cache_hit_and_says_so(tiny_experiment, runtime, tmp_path, monkeypatch):
     calls = _count_training(monkeypatch)
     first = prepare(tiny_experiment, runtime, tmp_path, log=lambda m: None)
@@ -59,6 +60,7 @@ def test_the_retrained_models_differ_and_their_ensemble_has_a_spread(prepared):
     assert steps == 2 * math.ceil(len(prepared.data.retain) / prepared.experiment.train.batch_size)  # 2 epochs
 
 
+@pytest.mark.train
 def test_growing_the_ensemble_trains_only_the_new_model(tiny_experiment, runtime, tmp_path, monkeypatch):
     from dataclasses import replace
 
@@ -71,6 +73,7 @@ def test_growing_the_ensemble_trains_only_the_new_model(tiny_experiment, runtime
     assert three.retrained[:2] == two.retrained
 
 
+@pytest.mark.train
 def test_a_new_forget_seed_reuses_the_original_and_retrains_only_the_references(tiny_experiment, runtime, tmp_path):
     from dataclasses import replace
 
@@ -80,6 +83,7 @@ def test_a_new_forget_seed_reuses_the_original_and_retrains_only_the_references(
     assert refs.status == {**ALL_TRAINED, "original": "cached"}
 
 
+@pytest.mark.train
 def test_a_corrupt_entry_is_rebuilt(tiny_experiment, runtime, tmp_path, monkeypatch):
     refs = prepare(tiny_experiment, runtime, tmp_path, log=lambda m: None).refs
     with open(refs.paths["retrain-1"], "wb") as f:

@@ -27,6 +27,7 @@ def cache(tmp_path_factory):
     return str(tmp_path_factory.mktemp("run-cache"))
 
 
+@pytest.mark.train
 def test_run_prints_one_json_object_and_reuses_the_cache(capsys, cache, tmp_path):
     code, out, err = run(capsys, "--experiment", "digits", "--method", "selective", "--cache-dir", cache, *FAST,
                          "--json", str(tmp_path / "r.json"), "--save-model", str(tmp_path / "m.pt"))
@@ -118,6 +119,7 @@ def test_corrupt_original_checkpoint_is_refused(capsys, tmp_path):
     assert not list((tmp_path / "c").glob("*/*.pt")) if (tmp_path / "c").exists() else True
 
 
+@pytest.mark.train
 def test_python_dash_m_entry_point(tmp_path, cache):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run([sys.executable, "-m", "tune_unlearn.run", "--cache-dir", cache, *FAST],

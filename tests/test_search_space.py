@@ -22,7 +22,8 @@ def test_shipped_spaces_are_valid_and_default_covers_the_six_hyperparameters():
     default = load_space("default")
     assert default.method == "selective" and default.experiment == "digits_mislabeled"
     assert set(default.params) >= {"lam", "threshold", "x_init", "decay", "layer_scope", "ft_epochs"}  # the paper's six
-    assert set(default.params) - {"lam", "threshold", "x_init", "decay", "layer_scope", "ft_epochs"} == {"mask_scope", "ft_scope", "bn_recalibrate"}
+    assert set(default.params) - {"lam", "threshold", "x_init", "decay", "layer_scope", "ft_epochs"} == {
+        "mask_scope", "ft_scope", "bn_recalibrate", "ft_batch_size"}
     assert default.params["lam"].type == "loguniform" and default.params["layer_scope"].type == "choice"
     assert default.params["ft_epochs"].type == "int"
 
@@ -68,4 +69,23 @@ def test_unknown_space_name_lists_the_shipped_ones():
 def test_method_space_follows_the_declared_ranges():
     space = method_space("selective")
     assert set(space.params) == {"lam", "threshold", "x_init", "decay", "layer_scope", "ft_epochs", "mask_scope", "ft_scope",
-                                 "bn_recalibrate"}
+                                 "bn_recalibrate", "ft_batch_size"}
+
+
+@pytest.mark.parametrize("name", available_spaces())
+def test_every_shipped_range_lies_inside_the_methods_declared_one(name):
+    """A YAML space narrows or fixes what a method declares; it never searches outside it."""
+    from tune_unlearn.methods import get_method
+
+    space = load_space(name)
+    method = get_method(space.method)
+    for pname, spec in space.params.items():
+        declared = method.hparam(pname)
+        if spec.type == "choice":
+            allowed = declared.choices or None
+            assert allowed is None or set(spec.values) <= set(allowed), f"{name}: {pname} {spec.values} not in {allowed}"
+            if allowed is None:  # a numeric hyperparameter searched over a few values
+                assert all(declared.low <= v <= declared.high for v in spec.values), f"{name}: {pname} {spec.values}"
+        else:
+            assert declared.low <= spec.low and spec.high <= declared.high, (
+                f"{name}: {pname} [{spec.low}, {spec.high}] outside the declared [{declared.low}, {declared.high}]")

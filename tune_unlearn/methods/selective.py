@@ -58,14 +58,14 @@ class SelectiveForgetting(Method):
     name = "selective"
     epochs_hparam = "ft_epochs"
     hparams = (
-        Float("lam", 1e-6, 1e-9, 1e-3, log=True, min=0.0,
+        Float("lam", 1e-6, 1e-10, 1e-2, log=True, min=0.0,
               help="L1 weight on the real-valued mask (a sum over all entries)"),
-        Float("threshold", 5e-3, 1e-3, 9e-3, min=0.0,
+        Float("threshold", 5e-3, 1e-4, 9e-3, min=0.0,
               help="binarisation threshold: Y = [X >= threshold]; must not exceed x_init"),
-        Float("x_init", 1e-2, 1e-2, 2e-2, min=0.0, help="initial value of every mask entry"),
-        Float("decay", 0.1, 0.0, 0.9, min=0.0, max=1.0, help="factor applied to the selected weights in scope"),
+        Float("x_init", 1e-2, 1e-2, 5e-2, min=0.0, help="initial value of every mask entry"),
+        Float("decay", 0.1, 0.0, 1.0, min=0.0, max=1.0, help="factor applied to the selected weights in scope"),
         Choice("layer_scope", "layer4", SCOPES, help="where selected weights are decayed"),
-        Int("ft_epochs", 2, 0, 5, min=0, help="fine-tuning epochs on the retain set"),
+        Int("ft_epochs", 2, 0, 6, min=0, help="fine-tuning epochs on the retain set"),
         Choice("mask_scope", "scope", ("all", "scope"), help="mask only the layer scope's weights, or every weight (the paper)"),
         Choice("ft_scope", "all", ("all", "scope"), help="fine-tune every weight or only the scope and the classifier"),
         Choice("bn_recalibrate", False, (False, True), help="re-estimate BatchNorm statistics on D_r before fine-tuning"),
@@ -75,9 +75,9 @@ class SelectiveForgetting(Method):
         Float("mask_lr", 5e-4, 1e-5, 2e-3, log=True, min=0.0, searched=False, help="Adam learning rate of the mask"),
         Int("mask_batch_size", 512, 32, 2048, log=True, min=1, searched=False, help="mask-learning batch size"),
         Float("ft_lr", 0.02, 1e-3, 0.1, log=True, min=0.0, searched=False, help="initial fine-tuning learning rate (cosine to 0)"),
-        # Cost counts multiply-accumulates, not steps: smaller batches give recovery more steps
-        # for the same cost (digits' retain set is 9 batches of the recipe's 128).
-        Int("ft_batch_size", 128, 16, 512, log=True, min=2, searched=False, help="fine-tuning batch size"),
+        # Recovery's batch size trades steps against time (cost.py prices every step): searched,
+        # as DeepUnlearn searches its methods' batch sizes.
+        Int("ft_batch_size", 128, 16, 256, log=True, min=2, help="fine-tuning batch size"),
         Float("mask_stop_delta", 0.0, 0.0, 0.05, min=0.0, searched=False,
               help="stop mask learning once an epoch adds less than this to the zero share (0: never)"),
     )
