@@ -29,7 +29,7 @@ def prepare_references(plan: Plan, nodes: list[Node], download: bool, local: boo
 
     Requests that share no cached model are prepared at the same time: without a GPU, in Ray
     tasks of an equal share of the CPUs each (on two cores, two small networks each on one thread
-    train 1.6 times faster than one after the other on two threads: measured in the README).
+    train 1.6 times faster than one after the other on two threads: measured in docs/results-2026-11.md).
     With a GPU, in one Ray task on it, request after request. Both kinds of task exit
     afterwards, so that their memory is free before the trials start. A local session without a
     GPU works in this process where that needs no parallel training (everything cached, or one

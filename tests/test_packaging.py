@@ -1,0 +1,68 @@
+"""The package installs like any other: a wheel holds tune_unlearn alone, with the shipped
+experiments and search spaces, and runs from any folder without the clone."""
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """The wheel built from this checkout, installed (without its dependencies, which the test's
+    environment has) into a fresh folder."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    no_isolation = ["--no-build-isolation"] if _has("setuptools") else []  # else pip fetches setuptools
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", *no_isolation, "-w",
+                    str(tmp / "dist"), str(REPO)], check=True, cwd=tmp)
+    [wheel] = (tmp / "dist").glob("tune_unlearn-*.whl")
+    target = tmp / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
+                   check=True, cwd=tmp)
+    return wheel, target
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def run_installed(target: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    env.pop("TUNE_UNLEARN_EXPERIMENTS", None)
+    env.pop("TUNE_UNLEARN_SPACES", None)
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_the_wheel_holds_the_package_alone_with_its_yaml_files(installed):
+    wheel, target = installed
+    with zipfile.ZipFile(wheel) as z:
+        tops = {name.split("/")[0] for name in z.namelist()}
+        names = set(z.namelist())
+    assert {t for t in tops if not t.endswith(".dist-info")} == {"tune_unlearn"}
+    assert "tune_unlearn/search_spaces/default.yaml" in names
+    assert "tune_unlearn/experiment_settings/digits_mislabeled.yaml" in names
+    assert not any(n.endswith(".py") and "/experiment_settings/" in n for n in names)
+
+
+@pytest.mark.ray
+def test_the_installed_package_lists_and_searches_from_another_folder(installed, tmp_path):
+    _, target = installed
+    out = run_installed(target, tmp_path, "-c", "import tune_unlearn; print(tune_unlearn.__file__)")
+    assert out.stdout.strip().startswith(str(target)), out.stderr  # not the checkout
+    listed = run_installed(target, tmp_path, "-m", "tune_unlearn", "run", "--list")
+    assert listed.returncode == 0, listed.stderr
+    assert "digits_mislabeled" in listed.stdout and "selective" in listed.stdout
+    search = run_installed(target, tmp_path, "-m", "tune_unlearn.search", "--space", "default", "--num-samples", "1",
+                           "--requests", "seed=0", "--holdout", "none", "--exp-set", "model.width=4",
+                           "--exp-set", "train.epochs=2", "--cache-dir", str(tmp_path / "cache"),
+                           "--storage-path", str(tmp_path / "runs"), "--name", "wheel")
+    assert search.returncode == 0, search.stdout[-2000:] + search.stderr[-2000:]
+    assert (tmp_path / "runs" / "wheel" / "best_config.yaml").is_file()
