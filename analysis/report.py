@@ -19,8 +19,8 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from analysis import plots
-from analysis.importance import importances
+from . import plots
+from .importance import importances
 from tune_unlearn.search.results import RunRecord, load_run
 from tune_unlearn.search.summary import best_table, fmt, holdout_table
 from tune_unlearn.search.export import pareto_front

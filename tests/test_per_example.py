@@ -147,7 +147,7 @@ def hand_built(rng, name, n, shift=0.0):
 
 @pytest.mark.train
 def test_rows_score_every_ensemble_against_the_same_reference(tmp_path):
-    from analysis.report import per_example_section, render_html
+    from tune_unlearn.reporting.report import per_example_section, render_html
 
     rng = np.random.default_rng(2)
     originals, retrained = hand_built(rng, "original", 6, 8.0), hand_built(rng, "retrain", 6)

@@ -19,18 +19,27 @@ import yaml
 from .errors import UserError
 
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
 class NamedFiles:
     """YAML files a user names without a path (`--experiment digits`, `--space default`):
-    looked up in $<env>, ./<folder> and the repository's <folder>, in that order."""
+    looked up in $<env>, ./<folder> and the files shipped inside the package (`package`:
+    pyproject.toml maps the repository's folder of them into it), in that order."""
 
-    def __init__(self, folder: str, env: str, what: str):
-        self.folder, self.env, self.what = folder, env, what
+    def __init__(self, folder: str, env: str, what: str, package: str):
+        self.folder, self.env, self.what, self.package = folder, env, what, package
+
+    def shipped(self) -> list[Path]:
+        """Where the installed package keeps its own files of this kind (a wheel or an
+        editable install alike: the import system knows where the package lives)."""
+        import importlib.util
+
+        try:
+            spec = importlib.util.find_spec(self.package)
+        except ModuleNotFoundError:
+            spec = None
+        return [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
 
     def dirs(self) -> list[Path]:
-        dirs = [Path.cwd() / self.folder, REPO_ROOT / self.folder]
+        dirs = [Path.cwd() / self.folder, *self.shipped()]
         if os.environ.get(self.env):
             dirs.insert(0, Path(os.environ[self.env]))
         unique: list[Path] = []

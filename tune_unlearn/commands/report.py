@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"no such compare file: {args.compare}")
     if args.top < 1:
         raise UserError(f"--top must be >= 1, got {args.top}")
-    from analysis.report import build_report
+    from ..reporting.report import build_report
 
     out = build_report(args.run_dir, args.compare, args.top)
     print(f"report: {out / 'index.html'}\nmarkdown: {out / 'report.md'}")

@@ -1,7 +1,9 @@
 """Experiments: what data, which model, which forget set, which training recipe.
 
-An experiment is a YAML file in `experiments/` (or any path). Everything that determines the
-cached original and retrained models is in here, so the cache key is derived from it.
+An experiment is a YAML file: one that ships with the package (the repository's
+`experiments/settings/`, installed as tune_unlearn.experiment_settings), one in ./experiments/,
+or any path. Everything that determines the cached original and retrained models is in here, so
+the cache key is derived from it.
 """
 
 from __future__ import annotations
@@ -162,7 +164,7 @@ class Experiment:
 # whole class is undone by resetting one row of the classifier).
 DEFAULT_EXPERIMENT = "digits_mislabeled"
 
-EXPERIMENT_FILES = NamedFiles("experiments", "TUNE_UNLEARN_EXPERIMENTS", "experiment")
+EXPERIMENT_FILES = NamedFiles("experiments", "TUNE_UNLEARN_EXPERIMENTS", "experiment", "tune_unlearn.experiment_settings")
 
 
 def available_experiments() -> list[str]:
