@@ -11,7 +11,7 @@ from tune_unlearn.errors import UserError
 from tune_unlearn.methods import get_method, method_names
 from tune_unlearn.methods.base import Context, UnlearnData
 from tune_unlearn.pipeline import run_method
-from tune_unlearn.search.space import find_space_file, method_space
+from tune_unlearn.search.space import method_space
 
 METHODS = method_names()
 
@@ -40,7 +40,6 @@ def test_hyperparameters_defaults_and_search_space_agree(name):
     assert len(names) == len(set(names))
     assert method.resolve() == method.defaults()  # every default passes the method's own checks
     assert method.__doc__ or __import__(type(method).__module__, fromlist=["x"]).__doc__
-    assert find_space_file(name) is not None or find_space_file("default") is not None
     space = method_space(name)
     assert space.method == name
     assert set(space.params) == {h.name for h in method.hparams if h.searched}

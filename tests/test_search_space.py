@@ -89,3 +89,15 @@ def test_every_shipped_range_lies_inside_the_methods_declared_one(name):
         else:
             assert declared.low <= spec.low and spec.high <= declared.high, (
                 f"{name}: {pname} [{spec.low}, {spec.high}] outside the declared [{declared.low}, {declared.high}]")
+
+
+def test_a_space_without_params_searches_what_the_method_declares(tmp_path):
+    """One source for every range: a YAML space states only what differs from the declaration."""
+    from tune_unlearn.methods import get_method
+
+    declared = {h.name: (h.low, h.high) for h in get_method("fanchuan").hparams if h.searched}
+    space = load_space("fanchuan")
+    assert {p: (spec.low, spec.high) for p, spec in space.params.items()} == declared
+    fixed = load_space(write(tmp_path, {"method": "fanchuan", "fixed": {"epochs": 3}}))
+    assert "epochs" not in fixed.params and fixed.fixed == {"epochs": 3}
+    assert set(fixed.params) == set(declared) - {"epochs"}

@@ -70,7 +70,7 @@ class SpaceFile:
     experiment_overrides: dict = field(default_factory=dict)
     num_samples: int = 16
     objective: dict = field(default_factory=dict)
-    params: dict = field(default_factory=dict)
+    params: dict | None = None  # None: the ranges the method declares (its searched ones, less `fixed`)
     fixed: dict = field(default_factory=dict)
     requests: tuple[Any, ...] = ()
     holdout: tuple[Any, ...] | None = None
@@ -172,11 +172,7 @@ def method_space(method_name: str) -> SearchSpace:
         default = load_space("default")
         if default.method == method_name:
             return default
-    params = {}
-    for h in method.hparams:
-        if h.searched:
-            params[h.name] = _declared_spec(h)
-    return validate_space(SpaceFile(method=method_name, params=params), method_name, f"method {method_name}")
+    return validate_space(SpaceFile(method=method_name), method_name, f"method {method_name}")
 
 
 def _declared_spec(h: HParam) -> dict:
@@ -194,7 +190,8 @@ def validate_space(raw: SpaceFile, name: str, where: str) -> SearchSpace:
     if raw.num_samples < 1:
         raise UserError(f"{where}: num_samples must be >= 1, got {raw.num_samples}")
     params: dict[str, ParamSpec] = {}
-    for pname, spec in raw.params.items():
+    declared = {h.name: _declared_spec(h) for h in method.hparams if h.searched and h.name not in raw.fixed}
+    for pname, spec in (declared if raw.params is None else raw.params).items():
         if pname not in {h.name for h in method.hparams}:
             raise UserError(f"{where}: method {method.name!r} has no hyperparameter {pname!r}; allowed: {allowed}")
         params[pname] = _check_param(method.hparam(pname), from_mapping(ParamSpec, spec, f"{where}: params.{pname}"),
