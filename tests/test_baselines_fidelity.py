@@ -168,3 +168,28 @@ def test_the_relearning_probe_scores_on_the_forgotten_classes_held_out_samples(m
     out = evaluate(model, data, runtime, 512, leakage=exp.leakage)
     assert scored == ["val_forget", "test_forget"]  # the source task's held-out data, not forget-set samples
     assert 0 <= out["val"]["pl_forget_acc"] <= 100 and 0 <= out["test"]["pl_forget_acc"] <= 100
+
+
+def test_scrub_sets_aside_a_share_of_the_forget_classes_samples_not_of_all_of_the_retain_set():
+    """A backdoor's D_f is one class (the target): 10% of D_r is about all of that class's
+    clean samples, 10% of that class is a tenth of them."""
+    from tune_unlearn.methods.base import UnlearnData
+    from tune_unlearn.methods.scrub import set_aside
+
+    labels = torch.cat([torch.zeros(100, dtype=torch.long), torch.arange(1, 10).repeat(100)])  # 100 zeros, 900 others
+    images = torch.zeros(len(labels), 1, 2, 2)
+    norm = (torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, 1))
+
+    def part(name, idx):
+        return TensorPart(name, images, labels, idx, *norm, 0, False, False)
+
+    retain = part("retain", torch.arange(len(labels)))
+    forget = part("forget", torch.arange(5))  # five zeros
+    kept, heldout = set_aside(UnlearnData(retain, forget, retain, 10), 0.1)
+    assert len(heldout) == 10 and set(heldout.labels.tolist()) == {0}
+    assert len(kept) == 990 and int((kept.labels == 0).sum()) == 90  # the other classes keep every sample
+    again = set_aside(UnlearnData(retain, forget, retain, 10), 0.1)[1]
+    assert torch.equal(heldout.indices, again.indices)  # the same samples in every run
+    # D_r without any sample of D_f's classes: nothing to compare with
+    others = part("retain", torch.arange(100, len(labels)))
+    assert set_aside(UnlearnData(others, forget, others, 10), 0.1) == (others, None)

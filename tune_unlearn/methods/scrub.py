@@ -33,10 +33,14 @@ preset fills every hyperparameter the run does not set itself:
 
 Departures, and their likely effect:
 - Methods never see the validation or test split, so the rewinding's held-out samples are a
-  seeded `holdout_fraction` of D_r restricted to D_f's classes (DeepUnlearn: its validation
+  seeded `holdout_fraction` of D_r's samples of D_f's classes (DeepUnlearn: its validation
   split restricted to them), set aside and not trained on while rewinding is on: the min-passes
-  see 10% fewer retain samples. Where D_r holds no sample of D_f's classes (a whole class
-  forgotten), there is nothing to compare with and the final model is returned.
+  see that share fewer samples of those classes, the other classes' all. Where D_r holds no
+  sample of D_f's classes (a whole class forgotten), there is nothing to compare with and the
+  final model is returned.
+- Those held-out samples were in the original's training set, unlike DeepUnlearn's validation
+  samples: their error is near 0 from the start, below a retrained model's error on D_f, so
+  on a random forget set rewinding leans towards the least-forgotten epoch.
 - With a corrective forget set (wrong labels, a backdoor) the rule aims at the wrong target:
   held-out samples carry right labels, so their error is low, while a retrained model's error
   on D_f against its wrong labels is near 100%. It rewinds towards a model that still fits
@@ -190,17 +194,17 @@ class SCRUB(Method):
 
 
 def set_aside(data: UnlearnData, fraction: float):
-    """(retain part to train on, held-out part): a seeded `fraction` of D_r restricted to the
+    """(retain part to train on, held-out part): a seeded `fraction` of D_r's samples of the
     classes D_f holds; (D_r, None) where D_r holds none of them (nothing to compare with)."""
     import torch
 
     labels = data.retain.labels.cpu()
     same = torch.nonzero(torch.isin(labels, torch.unique(data.forget.labels.cpu()))).squeeze(1)
-    k = round(fraction * len(data.retain))
-    if len(same) == 0 or k < 1:
+    k = round(fraction * len(same))  # a share of those classes' samples, not of all of D_r
+    if k < 1:
         return data.retain, None
     generator = torch.Generator().manual_seed(0)  # the same held-out samples in every run
-    chosen = same[torch.randperm(len(same), generator=generator)[:min(k, len(same))]]
+    chosen = same[torch.randperm(len(same), generator=generator)[:k]]
     keep = torch.ones(len(labels), dtype=torch.bool)
     keep[chosen] = False
     return (data.retain.subset(torch.nonzero(keep).squeeze(1), "scrub-retain"),
