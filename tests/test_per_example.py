@@ -102,7 +102,7 @@ def _count(monkeypatch, module, name):
 
 
 def test_ensembles_are_cached_and_grow(prepared, tmp_path, monkeypatch):
-    import tune_unlearn.evaluation.references as references
+    import tune_unlearn.evaluation.references.training as references
 
     trained = _count(monkeypatch, references, "train_recipe")
     unlearned = _count(monkeypatch, ens, "run_method")
@@ -127,7 +127,7 @@ def test_ensembles_are_cached_and_grow(prepared, tmp_path, monkeypatch):
 
 
 def test_the_retrained_ensemble_extends_the_references(prepared, session_cache, monkeypatch):
-    import tune_unlearn.evaluation.references as references
+    import tune_unlearn.evaluation.references.training as references
 
     trained = _count(monkeypatch, references, "train_recipe")
     retrained, _ = ens.reference_ensemble(prepared, session_cache, "retrain", 3, lambda m: None)

@@ -9,7 +9,7 @@ from tune_unlearn.files import atomic_write
 
 
 def _count_training(monkeypatch):
-    import tune_unlearn.evaluation.references as references
+    import tune_unlearn.evaluation.references.training as references
 
     calls = []
     real = references.train_recipe
@@ -52,8 +52,8 @@ def test_the_retrained_models_differ_and_their_ensemble_has_a_spread(prepared):
     assert reference["val_acc_sd"] == pytest.approx(torch.tensor(values).std().item())
     assert reference["cost"] > 0 and reference["time_s"] > 0  # training cost (estimated s) and time, for the cost ratio
     # the cost is the counted work at the device's prices, the same for every retrained model
-    prices = refs.prices()
-    assert prices.mac_s > 0 and prices.call_s > 0
+    prices = refs.prices()  # either price may be 0 where the other explains the steps' time (a tiny network: calls)
+    assert prices.mac_s >= 0 and prices.call_s >= 0 and prices.mac_s + prices.call_s > 0
     for model in refs.retrained:
         assert model["val"]["cost"] == pytest.approx(prices.seconds(model["val"]["macs"], model["val"]["calls"]))
     steps = refs.retrained[0]["val"]["steps"]

@@ -8,7 +8,7 @@ File format (every key optional; unknown keys are an error):
     experiment: digits
     experiment_overrides: {forget.fraction: 0.02}
     hparams: {lam: 1.0e-6, decay: 0.1}
-    weights: {time: 0.05}
+    weights: {cost: 0.5}
     seed: 0
     metrics: {...}       # what the search measured on the validation split; informational,
     test_metrics: {...}  # ... and on the test split; both ignored by run

@@ -26,11 +26,9 @@ Where the work happens (searched, so the paper's behaviour stays one setting awa
   classifier, with everything before the scope frozen in eval mode, so backward stops at the
   scope's input.
 
-Defaults: `mask_scope: scope`, `ft_scope: all`, `ft_epochs: 2`, `bn_recalibrate: false`, the
-cheapest setting that matched the retrained models within their spread on the default
-experiment (experiments/selective_scopes.py: 8.5% of retraining's cost against 14.2% for the
-paper's `mask_scope: all`, same metrics; one fine-tuning epoch, with or without BatchNorm
-re-estimation, or fine-tuning only the scope, failed on some seeds). `mask_scope: all,
+Defaults: `mask_scope: scope`, `ft_scope: all`, `bn_recalibrate: false`: the cheapest setting
+that matched the retrained models within their spread on the default experiment
+(experiments/selective_scopes.py; docs/methods.md has the measurements). `mask_scope: all,
 ft_scope: all` is the paper's procedure.
 
 `lam`: the L1 term is a sum over every mask entry, as in the paper's equation (6), so `lam` is
@@ -38,10 +36,9 @@ the L1 gradient of each entry. Adam scales every entry's step to about `mask_lr`
 gradient, so `lam` acts only against two numbers: Adam's eps (1e-8; below it the L1 pressure is
 damped to lam/1e-8 of a full step, so at 1e-9 entries sink at ~9% of the rate) and each entry's
 cross-entropy gradient |dCE/dX| (an entry leaves the selection once lam outweighs it). Entries
-without any cross-entropy gradient (86% of layer4 on digits_class) sink for every lam above
-~1e-8; among the rest, lam sweeps the selection between about 1e-8 and the largest gradients
-(digits_class, layer4: median 1.1e-6, 99th percentile 7e-5; `experiments/mask_gradients.py`
-prints these for any experiment). Above that nothing stays selected. Mask learning uses no
+without any cross-entropy gradient sink for every lam above ~1e-8; among the rest, lam sweeps
+the selection between about 1e-8 and the largest gradients (`experiments/mask_gradients.py`
+prints their distribution for any experiment). Above that nothing stays selected. Mask learning uses no
 data augmentation, so the mask selects what the forget samples themselves rely on.
 """
 

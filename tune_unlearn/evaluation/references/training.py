@@ -1,0 +1,90 @@
+"""Training the reference models: the original (the recipe on D, or by transfer) and the
+retrained ones (the recipe on D_r), timed and counted, with a forecast of the time they take."""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import torch
+
+from ...data.experiment import Experiment
+from ...data.load import ExperimentData
+from ...files import log_stderr
+from ...progress_bar import Progress
+from ...runtime import Runtime, Stopwatch, seed_everything
+from ...training import train_recipe
+
+
+@dataclass
+class Forecast:
+    """What a preparation will train: said as its first model starts (`announce`), then the
+    time of all `untrained` models forecast from that model's first epoch."""
+
+    untrained: int = 0
+    announce: str = ""
+
+
+def network(exp: Experiment, data: ExperimentData) -> torch.nn.Module:
+    """A fresh network of the experiment, for every caller that builds one (references, runs).
+    torchvision is imported here, about 2 s, so that loading cached references, as the search's
+    own process does, never imports it."""
+    from ...resnet import build_model
+
+    return build_model(exp.model, data.num_classes, data.in_channels)
+
+
+def loaded(exp: Experiment, data: ExperimentData, runtime: Runtime, state: dict) -> torch.nn.Module:
+    """A network of the experiment on the device, holding `state` (a cached model, to evaluate)."""
+    model = runtime.prepare(network(exp, data))
+    model.load_state_dict(state)
+    return model
+
+
+def train_reference(exp: Experiment, data: ExperimentData, runtime: Runtime, role: str,
+                    log: Callable[[str], None] = log_stderr, forecast: Forecast | None = None) -> tuple[dict, dict]:
+    """The original (joint: the recipe on D; transfer: the recipe on D_f, then a shorter
+    recipe on D_r) or the retrained reference (the recipe on D_r)."""
+    recipe = exp.train
+    if role == "retrain":
+        stages = [("", data.retain, recipe)]
+    elif recipe.original == "transfer":
+        stages = [(" (source task: forget classes)", data.forget, recipe),
+                  (" (transfer to the target task)", data.retain,
+                   replace(recipe, epochs=recipe.transfer_epochs, lr=recipe.transfer_lr))]
+    else:
+        stages = [("", data.train, recipe)]
+    forecast = forecast or Forecast()
+    if forecast.announce:
+        log(forecast.announce)
+        forecast.announce = ""
+    seed_everything(recipe.seed)
+    model = runtime.prepare(network(exp, data))
+    clock = Stopwatch(runtime).start()
+    images = 0
+    for what, part, stage in stages:
+        log(f"training the {role} model (seed {recipe.seed}){what}: {stage.epochs} epochs on {len(part)} samples ({runtime.describe()})")
+        # A bar on a terminal, else a line every fifth of the epochs (through log)
+        with Progress(f"{role} (seed {recipe.seed})", stage.epochs, "epoch",
+                      log=None if log is log_stderr else log) as bar:
+            def on_epoch(epoch: int, logs: dict) -> None:
+                bar.update(text=f"loss {logs['loss']:.4f}")
+                if epoch == 0 and forecast.untrained:  # the first epoch of this preparation: a forecast
+                    per_model = clock.elapsed * sum(s.epochs for _, _, s in stages)
+                    log(f"first epoch in {clock.elapsed:.2f} s: about {per_model:.0f} s per model, "
+                        f"{per_model * forecast.untrained:.0f} s for the {forecast.untrained} model(s) to train here")
+                    forecast.untrained = 0
+
+            train_recipe(model, part, stage, runtime, on_epoch=on_epoch)
+        images += stage.epochs * len(part)
+    seconds = clock.stop()
+    counts = clock.counts()
+    meta = {"role": role, "experiment": exp.name, "train_time_s": seconds, "train_macs": counts["macs"],
+            "train_calls": counts["calls"], "train_steps": counts["steps"],
+            "seed": recipe.seed, "device": runtime.describe(),
+            "host": socket.gethostname(), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "train_images_per_s": images / seconds}
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return state, meta
