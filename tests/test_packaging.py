@@ -66,3 +66,13 @@ def test_the_installed_package_lists_and_searches_from_another_folder(installed,
                            "--storage-path", str(tmp_path / "runs"), "--name", "wheel")
     assert search.returncode == 0, search.stdout[-2000:] + search.stderr[-2000:]
     assert (tmp_path / "runs" / "wheel" / "best_config.yaml").is_file()
+
+
+def test_pyproject_lists_every_sub_package():
+    """The package list is written out (two packages come from folders outside tune_unlearn/):
+    a new sub-package missing from it would install without its modules."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "tune_unlearn").rglob("__init__.py")}
+    assert found <= listed, f"add to pyproject.toml's packages: {sorted(found - listed)}"
