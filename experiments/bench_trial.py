@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tune_unlearn.cli import add_experiment_args, experiment_overrides, parse_assignments  # noqa: E402
-from tune_unlearn.resnet import build_model  # noqa: E402
+from tune_unlearn.commands.arguments import add_experiment_args, experiment_overrides, parse_assignments  # noqa: E402
+from tune_unlearn.network.resnet import build_model  # noqa: E402
 from tune_unlearn.pipeline import prepare, run_method  # noqa: E402
 from tune_unlearn.files import default_cache_dir  # noqa: E402
 from tune_unlearn.run_config import resolve_run  # noqa: E402

@@ -17,10 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tune_unlearn.cli import add_experiment_args, experiment_overrides  # noqa: E402
+from tune_unlearn.commands.arguments import add_experiment_args, experiment_overrides  # noqa: E402
 from tune_unlearn.data.experiment import load_experiment  # noqa: E402
 from tune_unlearn.evaluation.leakage import relearn_accuracy  # noqa: E402
-from tune_unlearn.resnet import build_model  # noqa: E402
+from tune_unlearn.network.resnet import build_model  # noqa: E402
 from tune_unlearn.pipeline import prepare  # noqa: E402
 from tune_unlearn.files import default_cache_dir  # noqa: E402
 from tune_unlearn.runtime import make_runtime, seed_everything  # noqa: E402

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tune_unlearn.cli import add_experiment_args, experiment_overrides  # noqa: E402
+from tune_unlearn.commands.arguments import add_experiment_args, experiment_overrides  # noqa: E402
 from tune_unlearn.data.experiment import load_experiment  # noqa: E402
 from tune_unlearn.methods.masking import PiggybackMask, maskable_names, scope_names  # noqa: E402
 from tune_unlearn.pipeline import prepare  # noqa: E402

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tune_unlearn.cli import add_experiment_args, experiment_overrides  # noqa: E402
+from tune_unlearn.commands.arguments import add_experiment_args, experiment_overrides  # noqa: E402
 from tune_unlearn.data.experiment import load_experiment  # noqa: E402
 from tune_unlearn.commands.ensembles import Ensemble, reference_ensemble  # noqa: E402
 from tune_unlearn.evaluation.per_example.quality import bin_count  # noqa: E402

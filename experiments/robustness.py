@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tune_unlearn.cli import add_experiment_args, experiment_overrides, parse_assignments  # noqa: E402
+from tune_unlearn.commands.arguments import add_experiment_args, experiment_overrides, parse_assignments  # noqa: E402
 from tune_unlearn.config import parse_scalar  # noqa: E402
 from tune_unlearn.errors import UserError  # noqa: E402
 from tune_unlearn.files import default_cache_dir  # noqa: E402

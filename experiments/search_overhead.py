@@ -163,11 +163,11 @@ def main() -> None:
         return
     from tune_unlearn.pipeline import prepare
     from tune_unlearn.runtime import make_runtime
-    from tune_unlearn.search.command import build_parser
+    from tune_unlearn.commands.search import parse_options
     from tune_unlearn.search.plan import make_plan
 
     cache = ["--cache-dir", args.cache_dir] if args.cache_dir else []
-    plan = make_plan(build_parser().parse_args(["--space", args.space, *cache, *extra]))
+    plan = make_plan(parse_options(["--space", args.space, *cache, *extra]))
     prepare(plan.experiment, make_runtime("cpu"), plan.cache_dir, plan.original)  # warm references: trained once if missing
     import torch
 

@@ -32,4 +32,4 @@ for method in $TUNED; do
   python -m tune_unlearn.search --method "$method" --name "$method" "${COMMON[@]}"
   CONFIGS+=("$OUT/$method/best_config.yaml")
 done
-python -m tune_unlearn.compare "${FORGET[@]}" --seeds 1 2 3 --configs "${CONFIGS[@]}" --out "$OUT/compare" "${WEIGHT_ARGS[@]}"
+python -m tune_unlearn compare "${FORGET[@]}" --seeds 1 2 3 --configs "${CONFIGS[@]}" --out "$OUT/compare" "${WEIGHT_ARGS[@]}"

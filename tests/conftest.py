@@ -104,7 +104,7 @@ def search_args(tmp_path, cache, name, *more, experiment="digits"):
 def finished_search(ray_address, tmp_path_factory, session_cache):
     """A finished three-trial search of the selective method on the tiny default experiment
     (10% of the labels wrong)."""
-    from tune_unlearn import search
+    from tune_unlearn.commands import search
 
     tmp = tmp_path_factory.mktemp("search")
     args = ["--space", space_file(tmp), *search_args(tmp, session_cache, "fifo", experiment="digits_mislabeled")]
@@ -116,7 +116,7 @@ def finished_search(ray_address, tmp_path_factory, session_cache):
 def multi_objective_search(ray_address, tmp_path_factory, session_cache):
     """A finished four-trial multi-objective search on a backdoor (its forget set is one class,
     the target), leakage measured in every trial."""
-    from tune_unlearn import search
+    from tune_unlearn.commands import search
 
     tmp = tmp_path_factory.mktemp("mo")
     args = ["--space", space_file(tmp, num_samples=4), "--multi-objective", "--leakage",

@@ -91,7 +91,29 @@ def test_scrub_defaults_are_deepunlearns_scrubv2(prepared):
     result = run_method(prepared, "scrub", hp)
     phases = [h["phase"] for h in result.history]
     assert phases.count("scrub_max") == 3 and phases.count("scrub") == 5
-    assert 1 <= result.stats["rewound_to_epoch"] <= 5 and result.stats["heldout_samples"] > 0
+    assert result.stats["heldout_samples"] > 0
+
+
+def test_scrub_returns_the_state_it_rewound_to(prepared, monkeypatch):
+    """Rewinding to state k gives back the model as it was after k epochs (every evaluated
+    measure equal to that epoch's report), not the final one."""
+    from tune_unlearn.methods import scrub
+
+    errors = []
+
+    def after_the_first_epoch(forget_errors, heldout_error):
+        errors.extend(forget_errors)
+        return 1
+
+    monkeypatch.setattr(scrub, "rewind_index", after_the_first_epoch)
+    reports = []
+    result = run_method(prepared, "scrub", get_method("scrub").resolve({}), on_report=reports.append)
+    per_epoch = [r.metrics for r in reports if r.phase == "scrub"]
+    assert result.stats["rewound_to_epoch"] == 1 and len(errors) == 6 and len(per_epoch) == 5
+    assert per_epoch[0] != per_epoch[-1]  # otherwise this test could not tell the states apart
+    # per-epoch reports estimate the retain accuracy (and so the MIA) on a sample of D_r
+    measured = {k: v for k, v in result.metrics.items() if k in per_epoch[0] and k.endswith("_acc") and k != "retain_acc"}
+    assert measured and all(per_epoch[0][k] == v for k, v in measured.items()), (measured, per_epoch[0])
 
 
 def test_scrub_optimiser_is_sgd_and_the_preset_decides_it(prepared, monkeypatch):
@@ -152,7 +174,7 @@ def test_fanchuan_similarity_stays_fp32_under_bf16_autocast():
 def test_the_relearning_probe_scores_on_the_forgotten_classes_held_out_samples(monkeypatch, runtime):
     import tune_unlearn.evaluation.leakage as leakage
     from tune_unlearn.evaluation.metrics import evaluate
-    from tune_unlearn.resnet import build_model
+    from tune_unlearn.network.resnet import build_model
 
     exp = load_experiment("dtl_digits", {"model.width": 4, "leakage.epochs": 1})
     data = load_data(exp)

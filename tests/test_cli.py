@@ -32,16 +32,25 @@ def test_help_lists_every_command():
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-def test_each_command_shows_its_modules_help(command):
+def test_each_command_shows_its_help_under_the_name_it_was_started_as(command):
     proc = tool(command, "--help")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith(f"usage: tune-unlearn {command} ")
-    direct = subprocess.run([sys.executable, "-m", f"tune_unlearn.{command}", "--help"], capture_output=True,
-                            text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, cwd=REPO, timeout=120)
-    assert direct.returncode == 0 and direct.stdout.startswith(f"usage: python -m tune_unlearn.{command} ")
-    # the same options and text, under either name
-    assert direct.stdout.replace(f"python -m tune_unlearn.{command}", "X").split() == \
-        proc.stdout.replace(f"tune-unlearn {command}", "X").split()
+    assert proc.stdout.startswith(f"usage: python -m tune_unlearn {command} ")
+    script = subprocess.run([sys.executable, "-c", "import sys; from tune_unlearn.__main__ import main; "
+                             f"sys.argv[0] = '/venv/bin/tune-unlearn'; sys.exit(main([{command!r}, '--help']))"],
+                            capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+                            cwd=REPO, timeout=120)
+    assert script.returncode == 0 and script.stdout.startswith(f"usage: tune-unlearn {command} "), script.stderr
+    assert script.stdout.replace(f"tune-unlearn {command}", "X").split() == \
+        proc.stdout.replace(f"python -m tune_unlearn {command}", "X").split()
+
+
+def test_python_dash_m_tune_unlearn_dot_search_is_still_the_search():
+    direct = subprocess.run([sys.executable, "-m", "tune_unlearn.search", "--help"], capture_output=True, text=True,
+                            env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, cwd=REPO, timeout=120)
+    assert direct.returncode == 0 and direct.stdout.startswith("usage: python -m tune_unlearn.search "), direct.stderr
+    assert direct.stdout.replace("python -m tune_unlearn.search", "X").split() == \
+        tool("search", "--help").stdout.replace("python -m tune_unlearn search", "X").split()
 
 
 REFUSED = [
@@ -72,7 +81,7 @@ REFUSED = [
 @pytest.mark.parametrize("command,args,message", REFUSED, ids=[f"{c}:{a[-1]}" for c, a, _ in REFUSED])
 def test_bad_arguments_are_refused_before_torch_ray_or_sklearn_load(command, args, message):
     code = ("import sys\n"
-            f"from tune_unlearn.{command} import main\n"
+            f"from tune_unlearn.commands.{command} import main\n"
             f"try:\n    code = main({args!r})\n"
             "except SystemExit as exc:  # argparse's refusals\n    code = exc.code\n"
             "print(code, sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'ray', 'sklearn'}))\n")

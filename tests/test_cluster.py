@@ -145,13 +145,13 @@ def test_a_reference_task_gets_the_original_checkpoint_from_the_driver(prepared,
     bytes and uses them (here in this process, as the task would)."""
     import torch
 
-    from tune_unlearn.search.command import build_parser
+    from tune_unlearn.commands.search import parse_options
     from tune_unlearn.search.plan import make_plan
     from tune_unlearn.search.references import reference_task, request_groups
 
     checkpoint = tmp_path / "mine.pt"
     torch.save(prepared.refs.original_state, checkpoint)
-    plan = make_plan(build_parser().parse_args(
+    plan = make_plan(parse_options(
         ["--space", space_file(tmp_path), *search_args(tmp_path, session_cache, "orig"), "--original", str(checkpoint)]))
     [group] = request_groups(plan)
     threads = torch.get_num_threads()

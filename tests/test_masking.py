@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from tune_unlearn.methods.masking import PiggybackMask, learn_mask, maskable_names, scope_names
-from tune_unlearn.resnet import ResNet18
+from tune_unlearn.network.resnet import ResNet18
 from tune_unlearn.training import predict
 
 

@@ -122,7 +122,7 @@ def test_corrupt_original_checkpoint_is_refused(capsys, tmp_path):
 @pytest.mark.train
 def test_python_dash_m_entry_point(tmp_path, cache):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-m", "tune_unlearn.run", "--cache-dir", cache, *FAST],
+    proc = subprocess.run([sys.executable, "-m", "tune_unlearn", "run", "--cache-dir", cache, *FAST],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["method"] == "selective"

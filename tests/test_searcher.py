@@ -99,7 +99,7 @@ def test_a_restored_searcher_does_not_enqueue_its_start_point_twice_into_a_store
 
 def sampler_plans():
     """Every sampler x single/multi-objective combination the search command accepts."""
-    from tune_unlearn.search.plan import SAMPLERS
+    from tune_unlearn.search.options import SAMPLERS
 
     return [(s, multi) for s in SAMPLERS for multi in (False, True) if multi or not s.startswith("nsga")]
 
@@ -111,13 +111,13 @@ def test_every_sampler_survives_the_pickling_tune_does_and_goes_on_after_a_resto
     Optuna 5.1's NSGA samplers do not pickle; the search must not depend on it."""
     from ray import cloudpickle
 
-    from tune_unlearn.search.command import build_parser
+    from tune_unlearn.commands.search import parse_options
     from tune_unlearn.search.plan import make_plan
     from tune_unlearn.search.tuner import make_searcher
 
     args = ["--space", "default", "--sampler", sampler, "--seed", "3", "--storage-path", str(tmp_path),
             "--name", "run", *(["--multi-objective"] if multi else [])]
-    plan = make_plan(build_parser().parse_args(args))
+    plan = make_plan(parse_options(args))
     plan.run_dir.mkdir(parents=True)
     metrics, _ = plan.objectives()
 

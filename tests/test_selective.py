@@ -87,7 +87,7 @@ def test_cached_prefix_mask_learning_selects_what_the_full_network_would(prepare
     """mask_scope=scope learns from cached activations through the scope alone; masking the same
     weights inside the full network (same seed, same data) selects the same entries."""
     from tune_unlearn.methods.masking import CachedInputs, learn_mask
-    from tune_unlearn.models import first_stage
+    from tune_unlearn.network.stages import first_stage
 
     names = scope_names(maskable_names(prepared.model()), scope)
     settings = dict(x_init=0.01, threshold=0.005, lam=1e-6, lr=1e-3, epochs=4, batch_size=32, names=names)

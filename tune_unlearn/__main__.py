@@ -6,9 +6,10 @@
     tune-unlearn export runs/<name>
     tune-unlearn report runs/<name>
 
-Each sub-command is the module of the same name (`python -m tune_unlearn.search` and so on, which
-stay): the same options, the same output. Only the chosen module is imported, so a mistyped
-option is refused before torch or Ray load.
+Each sub-command is the module of the same name in commands/. `python -m tune_unlearn.search`
+stays the search's other name; the others were `python -m tune_unlearn.run` and so on until
+December 2026, and are now `tune-unlearn run` or `python -m tune_unlearn run`. Only the chosen
+module is imported, so a mistyped option is refused before torch or Ray load.
 """
 
 from __future__ import annotations
@@ -44,10 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"{usage()}\n\nerror: unknown command {command!r}; choose from {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    from . import cli
+    from .commands import arguments
 
-    cli.PROG = f"tune-unlearn {command}"
-    module = importlib.import_module(f"tune_unlearn.{command}")
+    started_as = "python -m tune_unlearn" if sys.argv and sys.argv[0].endswith("__main__.py") else "tune-unlearn"
+    arguments.PROG = f"{started_as} {command}"
+    module = importlib.import_module(f"tune_unlearn.commands.{command}")
     return module.main(rest)
 
 

@@ -3,6 +3,7 @@ directory, atomic writes, progress lines on stderr."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -30,6 +31,10 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def write_json(path: str | Path, obj) -> None:
+    atomic_write_text(Path(path), json.dumps(obj, indent=2, default=str) + "\n")
 
 
 def log_stderr(message: str) -> None:

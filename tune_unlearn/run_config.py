@@ -1,6 +1,6 @@
 """The configuration of one run: method, experiment (+ overrides), hyperparameters, objective
 weights, seed. `run --config FILE` reads it; `search` and `export` write it (best_config.yaml),
-so the best trial of a search re-runs with `python -m tune_unlearn.run --config best_config.yaml`.
+so the best trial of a search re-runs with `python -m tune_unlearn run --config best_config.yaml`.
 
 File format (every key optional; unknown keys are an error):
 

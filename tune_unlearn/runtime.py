@@ -30,8 +30,8 @@ class Runtime:
         return contextlib.nullcontext()
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
-        # channels_last on the CPU too: oneDNN's convolutions run a ResNet-18 training step
-        # 1.1-1.4x faster in it (docs/results.md, reference training)
+        # channels_last on the CPU too: oneDNN's convolutions train a ResNet-18 faster in it
+        # (docs/results.md, reference training, has the measurement)
         return model.to(self.device).to(memory_format=torch.channels_last)
 
     def sync(self) -> None:

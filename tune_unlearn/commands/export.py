@@ -1,6 +1,6 @@
 """Read a search's results and export them; works on finished and interrupted runs alike.
 
-    python -m tune_unlearn.export runs/<name> [--top 5] [--format yaml|json]
+    python -m tune_unlearn export runs/<name> [--top 5] [--format yaml|json]
 
 Writes into the run directory:
 - results.csv: one row per trial (trial_id, status, error, hyperparameters, validation metrics,
@@ -10,7 +10,7 @@ Writes into the run directory:
 - best_config.yaml: the best finished trial as a run config (method, experiment, overrides, the
   complete hyperparameters, weights, seed), with `metrics` (validation split: what was
   optimised) and `test_metrics` (test split), so that
-  `python -m tune_unlearn.run --config runs/<name>/best_config.yaml` re-runs it;
+  `python -m tune_unlearn run --config runs/<name>/best_config.yaml` re-runs it;
 - pareto.csv (multi-objective searches): the finished trials no other trial dominates;
 - top<N>.yaml / top<N>.json: the N best configurations (with --top / --format).
 """
@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..cli import main_guard, prog
+from .arguments import main_guard, prog
 from ..errors import UserError
 from ..search.export import export_run
 from ..search.summary import summary

@@ -1,6 +1,6 @@
 """The report of a search: tables and pictures in one page that opens offline.
 
-    python -m tune_unlearn.report runs/<name> [--compare runs/compare-.../compare.csv] [--top 10]
+    python -m tune_unlearn report runs/<name> [--compare runs/compare-.../compare.csv] [--top 10]
 
 Writes runs/<name>/report/index.html, report.md and the PNG pictures they show (built by the
 `analysis` package). Works on finished and interrupted searches; the page says which.
@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..cli import main_guard, prog
+from .arguments import main_guard, prog
 from ..errors import UserError
 
 

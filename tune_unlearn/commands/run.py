@@ -1,8 +1,8 @@
 """One unlearning run without Ray.
 
-    python -m tune_unlearn.run --experiment digits --method selective [--set lam=1e-7 ...]
+    python -m tune_unlearn run --experiment digits --method selective [--set lam=1e-7 ...]
                                [--config FILE.yaml] [--json PATH] [--save-model PATH]
-    python -m tune_unlearn.run --list
+    python -m tune_unlearn run --list
 
 Trains (once, then cached) the original and the retrained reference, runs the method, and
 prints one JSON object: method, experiment, hparams, metrics, reference, original, objective,
@@ -16,11 +16,10 @@ import json
 import sys
 from pathlib import Path
 
-from ..cli import add_experiment_args, experiment_overrides, main_guard, parse_assignments, parse_weights, prog
-from ..cli import write_json
+from .arguments import add_experiment_args, experiment_overrides, main_guard, parse_assignments, parse_weights, prog
 from ..errors import UserError
 from ..data.experiment import DEFAULT_EXPERIMENT, available_experiments, load_experiment
-from ..files import atomic_write, default_cache_dir, log_stderr
+from ..files import atomic_write, default_cache_dir, log_stderr, write_json
 from ..methods import get_method, method_names
 from ..evaluation.objective import Weights
 from ..run_config import load_run_config, resolve_run

@@ -89,7 +89,7 @@ class SelectiveForgetting(Method):
     def unlearn(self, model, data: UnlearnData, hp: dict, ctx: Context) -> dict:
         import torch
         from .masking import CachedInputs, learn_mask, maskable_names, scope_names
-        from ..models import first_stage, prefix_modules
+        from ..network.stages import first_stage, prefix_modules
         from ..training import finetune, recalibrate_batchnorm
 
         scope = scope_names(maskable_names(model), hp["layer_scope"])

@@ -102,7 +102,7 @@ def pareto_front(record: RunRecord) -> list[TrialRecord]:
 
 
 def run_config_of(record: RunRecord, t: TrialRecord) -> dict:
-    """A run config (see run_config.py) that re-runs trial `t` with `python -m tune_unlearn.run`."""
+    """A run config (see run_config.py) that re-runs trial `t` with `python -m tune_unlearn run`."""
     from ..evaluation.metrics import METRIC_KEYS, OPTIONAL_KEYS
     from ..run_config import resolve_run
 

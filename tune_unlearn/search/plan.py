@@ -4,12 +4,10 @@ sampler and the resources (make_plan), or the plan of an interrupted search to r
 
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from ..cli import experiment_overrides, parse_weights
 from ..config import from_mapping, to_plain
 from ..errors import UserError
 from ..data.experiment import Experiment
@@ -20,6 +18,7 @@ from ..methods import get_method
 from ..evaluation.objective import COMPONENT_MODES, Weights, component_names
 from ..run_config import resolve_run
 from .results import MLFLOW_FILE, SEARCH_FILE
+from .options import SearchOptions, storage_root
 from .space import ParamSpec, SearchSpace, load_space, method_space
 
 
@@ -109,20 +108,16 @@ class Plan:
                    requests("requests"), requests("holdout"), saved.get("aggregate", "mean"), saved.get("holdout_top", 3))
 
 
-def choose_space(args: argparse.Namespace) -> SearchSpace:
-    if args.method:
-        get_method(args.method)  # an unknown name is the first thing to say
-    if args.space:
-        space = load_space(args.space)
-        if args.method and args.method != space.method:
-            raise UserError(f"space {space.name!r} is for method {space.method!r}, not {args.method!r}; "
-                            f"drop --space to search {args.method!r} in its own space")
+def choose_space(options: SearchOptions) -> SearchSpace:
+    if options.method:
+        get_method(options.method)  # an unknown name is the first thing to say
+    if options.space:
+        space = load_space(options.space)
+        if options.method and options.method != space.method:
+            raise UserError(f"space {space.name!r} is for method {space.method!r}, not {options.method!r}; "
+                            f"drop --space to search {options.method!r} in its own space")
         return space
-    return method_space(args.method) if args.method else load_space("default")
-
-
-# Optuna's samplers a search may use (study.make_sampler builds them).
-SAMPLERS = ("tpe", "nsga2", "nsga3", "gp", "random")
+    return method_space(options.method) if options.method else load_space("default")
 
 
 def choose_sampler(name: str | None, multi_objective: bool) -> str:
@@ -147,107 +142,35 @@ def choose_sampler(name: str | None, multi_objective: bool) -> str:
     return name
 
 
-def storage_root(value: str) -> Path:
-    """The folder runs live in: a path, or a file:// URI of one. Other URIs (s3://, gs://, ...)
-    are refused: the driver writes every file of the run directory (search.json, results.csv,
-    best_config.yaml, optuna.db, holdout.json, the trials' files) with ordinary file operations,
-    so it needs a folder on the driver's node; without this check a URI became a local folder
-    named after its scheme."""
-    from urllib.parse import unquote, urlparse
-
-    if "://" not in value:
-        return Path(value).expanduser().resolve()
-    url = urlparse(value)
-    if url.scheme == "file" and url.netloc in ("", "localhost") and url.path.startswith("/"):
-        return Path(unquote(url.path)).resolve()
-    raise UserError(f"--storage-path {value}: only a folder or a file:///absolute/path is supported ({url.scheme}:// "
-                    "storage is not: the driver writes the run's files as files; use a folder on its node)")
-
-
-def cluster_address(args: argparse.Namespace) -> str | None:
-    """The Ray cluster the search joins: --address, else $RAY_ADDRESS (which ray.init would
-    follow anyway), else None (a local Ray session). Ray Client (ray://) is refused: the run's
-    files would be written on the client."""
-    import os
-
-    address = args.address or os.environ.get("RAY_ADDRESS") or None
-    if address and address.startswith("ray://"):
-        source = "--address" if args.address else "RAY_ADDRESS"
-        raise UserError(f"{source} {address}: Ray Client (ray://) is not supported, the search writes its run directory "
-                        "where it runs; start it on a node of the cluster with --address auto")
-    return address
-
-
-def check_resources(args: argparse.Namespace) -> None:
-    if args.num_samples is not None and args.num_samples < 1:
-        raise UserError(f"--num-samples must be >= 1, got {args.num_samples}")
-    if args.gpus_per_trial is not None and args.gpus_per_trial < 0:
-        raise UserError(f"--gpus-per-trial must be >= 0, got {args.gpus_per_trial}")
-    if args.gpus_per_trial is not None and args.gpus_per_trial > 1 and args.gpus_per_trial != int(args.gpus_per_trial):
-        raise UserError(f"--gpus-per-trial above 1 must be a whole number, got {args.gpus_per_trial}")
-    if args.cpus_per_trial <= 0:
-        raise UserError(f"--cpus-per-trial must be > 0, got {args.cpus_per_trial}")
-    if args.max_concurrent is not None and args.max_concurrent < 1:
-        raise UserError(f"--max-concurrent must be >= 1, got {args.max_concurrent}")
-    if not args.resource_timeout > 0:
-        raise UserError(f"--resource-timeout must be > 0 seconds, got {args.resource_timeout:g}")
-    if args.top < 1:
-        raise UserError(f"--top must be >= 1, got {args.top}")
-    if args.holdout_top is not None and args.holdout_top < 1:
-        raise UserError(f"--holdout-top must be >= 1, got {args.holdout_top}")
-    import importlib.util
-
-    if args.mlflow is not None and importlib.util.find_spec("mlflow") is None:
-        raise UserError("--mlflow needs the mlflow extra: pip install -e '.[mlflow]'")
-    storage_root(args.storage_path)
-    cluster_address(args)
-    if args.dashboard and (why := dashboard_missing()):
-        raise UserError(f"--dashboard needs the dashboard extra ({why}): pip install -e '.[dashboard]'")
-
-
-def dashboard_missing() -> str | None:
-    """Why Ray could not start its dashboard here, or None: Ray's own check (the one ray.init
-    fails on, with a bare Exception), else whether its main packages are importable."""
-    import importlib.util
-
-    try:
-        from ray._private.utils import get_dashboard_dependency_error  # not public API: guarded
-    except ImportError:
-        missing = [m for m in ("aiohttp", "ray.dashboard") if importlib.util.find_spec(m) is None]
-        return f"missing {', '.join(missing)}" if missing else None
-    error = get_dashboard_dependency_error()
-    return str(error) if error else None
-
-
-def make_plan(args: argparse.Namespace) -> Plan:
-    space = choose_space(args)
-    overrides = {**space.experiment_overrides, **experiment_overrides(args)}
-    run = resolve_run(space.method, args.experiment or space.experiment, overrides, space.fixed)
+def make_plan(options: SearchOptions) -> Plan:
+    space = choose_space(options)
+    overrides = {**space.experiment_overrides, **options.experiment_overrides}
+    run = resolve_run(space.method, options.experiment or space.experiment, overrides, space.fixed)
     run = replace(run, experiment=absolute_root(run.experiment))
-    if args.scheduler == "asha" and args.multi_objective:
+    if options.scheduler == "asha" and options.multi_objective:
         raise UserError("--scheduler asha cannot be used with --multi-objective: ASHA stops trials on one metric, and "
                         "Ray documents that ASHA-type schedulers may not work correctly with several; use --scheduler fifo")
-    if args.report_every_epoch and run.method.epochs_hparam is None:
+    if options.report_every_epoch and run.method.epochs_hparam is None:
         raise UserError(f"--report-every-epoch: method {space.method!r} reports no per-epoch states")
-    if args.scheduler == "asha" and run.method.epochs_hparam is None:
+    if options.scheduler == "asha" and run.method.epochs_hparam is None:
         raise UserError(f"method {space.method!r} reports no per-epoch states, so ASHA has nothing to stop "
                         "early; use --scheduler fifo")
-    tuning, holdout = choose_requests(args, space, run.experiment)
+    tuning, holdout = choose_requests(options, space, run.experiment)
     space = SearchSpace(space.name, space.method, run.experiment.name, space.description, overrides,
                         space.num_samples, space.weights, space.params, space.fixed, space.requests, space.holdout,
                         space.aggregate, space.holdout_top)
-    name = args.name or f"{space.name}-{run.experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = storage_root(args.storage_path) / name
-    weights = parse_weights(args.weight, space.weights)
-    return Plan(space, run.experiment, weights, args.num_samples or space.num_samples,
-                args.seed, args.scheduler, args.multi_objective,
-                str(Path(args.cache_dir).expanduser().resolve()) if args.cache_dir else str(default_cache_dir()),
-                str(Path(args.original).resolve()) if args.original else None,
-                args.cpus_per_trial, args.gpus_per_trial, run_dir, args.leakage or weights.leak > 0,
-                choose_sampler(args.sampler, args.multi_objective),
-                None if args.mlflow is None else args.mlflow or f"sqlite:///{run_dir / MLFLOW_FILE}",
-                args.report_every_epoch or args.scheduler == "asha", tuning, holdout,
-                args.aggregate or space.aggregate, args.holdout_top or space.holdout_top)
+    name = options.name or f"{space.name}-{run.experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = storage_root(options.storage_path) / name
+    weights = space.weights.updated(dict(options.weights), "--weight")
+    return Plan(space, run.experiment, weights, options.num_samples or space.num_samples,
+                options.seed, options.scheduler, options.multi_objective,
+                str(Path(options.cache_dir).expanduser().resolve()) if options.cache_dir else str(default_cache_dir()),
+                str(Path(options.original).resolve()) if options.original else None,
+                options.cpus_per_trial, options.gpus_per_trial, run_dir, options.leakage or weights.leak > 0,
+                choose_sampler(options.sampler, options.multi_objective),
+                None if options.mlflow is None else options.mlflow or f"sqlite:///{run_dir / MLFLOW_FILE}",
+                options.report_every_epoch or options.scheduler == "asha", tuning, holdout,
+                options.aggregate or space.aggregate, options.holdout_top or space.holdout_top)
 
 
 def absolute_root(exp: Experiment) -> Experiment:
@@ -258,26 +181,26 @@ def absolute_root(exp: Experiment) -> Experiment:
     return replace(exp, dataset=replace(exp.dataset, root=str(Path(exp.dataset.root).expanduser().resolve())))
 
 
-def choose_requests(args: argparse.Namespace, space: SearchSpace, exp: Experiment) -> tuple[list[Request], list[Request]]:
+def choose_requests(options: SearchOptions, space: SearchSpace, exp: Experiment) -> tuple[list[Request], list[Request]]:
     """The requests tuned on (--requests, else the space's, else the experiment's own) and held
     out (--holdout, `none` for none; else the space's; else default_holdout), all checked. A
     space's requests count only on the space's own experiment."""
     # A space's requests are forget sets of its own experiment (forget seeds mean nothing where
     # whole classes are forgotten): with another --experiment they give way to the defaults.
-    own = args.experiment is None or args.experiment == space.experiment
-    if args.requests:
-        tuning = parse_requests(args.requests, "--requests")
+    own = options.experiment is None or options.experiment == space.experiment
+    if options.requests:
+        tuning = parse_requests(list(options.requests), "--requests")
     else:
         tuning = (list(space.requests) if own else []) or [base_request(exp)]
-    if args.holdout:
-        holdout = [] if args.holdout == ["none"] else parse_requests(args.holdout, "--holdout")
+    if options.holdout is not None:
+        holdout = [] if tuple(options.holdout) in ((), ("none",)) else parse_requests(list(options.holdout), "--holdout")
     elif space.holdout is not None and own:
         holdout = list(space.holdout)
     else:
         holdout = default_holdout(tuning, exp)
-        if args.original:  # the other original model of the default is not there to test
+        if options.original:  # the other original model of the default is not there to test
             holdout = [r for r in holdout if "train.seed" not in dict(r.overrides)]
-    if args.original:
+    if options.original:
         other = next((r for r in tuning + holdout if "train.seed" in dict(r.overrides)), None)
         if other is not None:
             raise UserError(f"request {other.label} asks for another original model (train_seed), but --original fixes "
@@ -286,13 +209,13 @@ def choose_requests(args: argparse.Namespace, space: SearchSpace, exp: Experimen
     return tuning, holdout
 
 
-def existing_run(args: argparse.Namespace) -> Path | None:
+def existing_run(options: SearchOptions) -> Path | None:
     """The run directory to resume: --name's if it holds a search, the latest with a bare
     --resume; None for a new search."""
-    storage = storage_root(args.storage_path)
-    if args.name:
-        run_dir = storage / args.name
-    elif args.resume:
+    storage = storage_root(options.storage_path)
+    if options.name:
+        run_dir = storage / options.name
+    elif options.resume:
         candidates = sorted(storage.glob(f"*/{SEARCH_FILE}"), key=lambda p: p.stat().st_mtime)
         if not candidates:
             raise UserError(f"--resume: no search to resume in {storage}")
@@ -300,7 +223,7 @@ def existing_run(args: argparse.Namespace) -> Path | None:
     else:
         return None
     if not (run_dir / SEARCH_FILE).is_file():
-        if args.resume:
+        if options.resume:
             raise UserError(f"--resume: there is no search at {run_dir}")
         return None
     return run_dir

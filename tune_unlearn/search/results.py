@@ -17,7 +17,7 @@ from ..errors import UserError
 
 SEARCH_FILE = "search.json"  # written by search.py: the search's settings and references
 STUDY_FILE = "optuna.db"  # the search's Optuna study (SQLite; study.py)
-TIMINGS_FILE = "timings.json"  # wall time of each phase of the search's last session (search.command.Phases)
+TIMINGS_FILE = "timings.json"  # wall time of each phase of the search's last session (driver.Phases)
 HOLDOUT_FILE = "holdout.json"  # the best configurations on the held-out requests (holdout.py)
 MLFLOW_FILE = "mlflow.db"  # the search's own MLflow store, with --mlflow and no URI (tracking.py)
 # A trial's test-split columns (trainable.test_columns), beside the validation metrics

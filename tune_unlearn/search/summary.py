@@ -163,7 +163,7 @@ def summary(record: RunRecord, run_dir: Path, top: int = 5, started: float | Non
                           f"over them in the last column; the best configuration was chosen on the tuning requests alone):",
                       aligned(*holdout_table(record))]
         lines += ["", f"best config: {run_dir / 'best_config.yaml'}",
-                  f"re-run it:   python -m tune_unlearn.run --config {run_dir / 'best_config.yaml'}"]
+                  f"re-run it:   python -m tune_unlearn run --config {run_dir / 'best_config.yaml'}"]
     lines.append(f"all trials:  {run_dir / 'results.csv'}")
     if (run_dir / "pareto.csv").exists():
         lines.append(f"pareto front: {run_dir / 'pareto.csv'}")

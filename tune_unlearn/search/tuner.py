@@ -3,7 +3,6 @@ reporter, callbacks) over the trainable. The references: references.py."""
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
@@ -11,12 +10,12 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..methods import get_method
-from .plan import Plan, cluster_address
+from .plan import Plan
 
 # Save Tune's experiment state (trials, searcher history) at least this often (seconds), so a
 # killed driver loses little bookkeeping; finished trials are never re-run in any case. Each
-# save costs the driver CPU time that trials on a small machine would otherwise use (every 2 s:
-# 5.4 s of driver CPU in the default search, against 4.0 s with Tune's own adaptive period).
+# save costs the driver CPU time that trials on a small machine would otherwise use, so not
+# more often (experiments/search_overhead.py reports the driver's CPU time per phase).
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's classic status table: one line per trial
 
@@ -36,11 +35,11 @@ def unshipped_package(method_name: str) -> str | None:
     return None if {"site-packages", "dist-packages"} & set(folder.parts) else str(folder)
 
 
-def start_ray(args: argparse.Namespace, method: str) -> dict:
+def start_ray(address: str | None, dashboard: bool, method: str) -> dict:
+    """Join the cluster at `address` (cluster_address's answer), or start a local session."""
     import ray
 
     kwargs = {"logging_level": logging.WARNING, "log_to_driver": True, "ignore_reinit_error": True}
-    address = cluster_address(args)
     if address:
         # Ship this package (and a method from outside it) to the cluster's workers, so every
         # node runs the driver's code.
@@ -49,13 +48,13 @@ def start_ray(args: argparse.Namespace, method: str) -> dict:
         modules = [str(Path(tune_unlearn.__file__).parent), unshipped_package(method)]
         kwargs["runtime_env"] = {"py_modules": [m for m in modules if m]}
     else:  # a running cluster was started with its own dashboard settings
-        kwargs["include_dashboard"] = args.dashboard
-        if args.dashboard:
+        kwargs["include_dashboard"] = dashboard
+        if dashboard:
             kwargs["dashboard_host"] = "127.0.0.1"
     joined = ray.is_initialized()  # a session this process already has (the tests' shared one)
     context = ray.init(address=address, **kwargs)
     info = {"dashboard": getattr(context, "dashboard_url", None), "owned": not joined}
-    if args.dashboard and info["dashboard"]:
+    if dashboard and info["dashboard"]:
         print(f"Ray dashboard: http://{info['dashboard']}  (if it asks for a token: ray get-auth-token)", flush=True)
     return info
 

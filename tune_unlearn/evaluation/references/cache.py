@@ -16,7 +16,7 @@ from ...cost import CostModel, calibrate, calibration_key, dumps, torch_threads
 from ...data.experiment import Experiment, ForgetSpec
 from ...data.load import ExperimentData
 from ...files import atomic_write, atomic_write_text, log_stderr
-from ...models import load_state_checked, read_checkpoint
+from ...network.stages import load_state_checked, read_checkpoint
 from ...runtime import Runtime
 from ..example_gap import forget_confidences
 from ..metrics import evaluate

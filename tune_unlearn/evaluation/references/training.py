@@ -31,7 +31,7 @@ def network(exp: Experiment, data: ExperimentData) -> torch.nn.Module:
     """A fresh network of the experiment, for every caller that builds one (references, runs).
     torchvision is imported here, about 2 s, so that loading cached references, as the search's
     own process does, never imports it."""
-    from ...resnet import build_model
+    from ...network.resnet import build_model
 
     return build_model(exp.model, data.num_classes, data.in_channels)
 

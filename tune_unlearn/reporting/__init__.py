@@ -1,2 +1,2 @@
 """Reading results: pictures, hyperparameter importance and the search report's page.
-`python -m tune_unlearn.report` puts them together."""
+`python -m tune_unlearn report` puts them together."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import UserError
+from ..errors import UserError
 
 
 # The network as a sequence of stages: `forward(x, start=...)` runs the stages from `start` on,

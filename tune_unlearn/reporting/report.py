@@ -21,10 +21,10 @@ from pathlib import Path
 
 from . import plots
 from .importance import importances
-from tune_unlearn.search.results import RunRecord, load_run
-from tune_unlearn.search.summary import best_table, fmt, holdout_table
-from tune_unlearn.search.export import pareto_front
-from tune_unlearn.search.trial_files import HISTORY, method_logs
+from ..search.results import RunRecord, load_run
+from ..search.summary import best_table, fmt, holdout_table
+from ..search.export import pareto_front
+from ..search.trial_files import HISTORY, method_logs
 
 
 @dataclass
@@ -128,7 +128,7 @@ def importance_section(record: RunRecord, out: Path) -> Section:
 
 
 def radar_section(compare_csv: Path, out: Path) -> Section:
-    from tune_unlearn.commands.compare import markdown, read_rows
+    from .comparison import markdown, read_rows
 
     s = Section("Methods compared (the paper's Figure 4)")
     rows = read_rows(compare_csv)
@@ -152,8 +152,8 @@ def radar_section(compare_csv: Path, out: Path) -> Section:
 
 def per_example_section(compare_csv: Path, out: Path) -> Section | None:
     """compare --per-example's results, when its per_example.csv sits beside the compare.csv."""
-    from tune_unlearn.commands.compare import read_rows
-    from tune_unlearn.evaluation.per_example.quality import BIN_WIDTH
+    from .comparison import read_rows
+    from ..evaluation.per_example.quality import BIN_WIDTH
 
     csv_path, json_path = compare_csv.parent / "per_example.csv", compare_csv.parent / "per_example.json"
     if not csv_path.exists() or not json_path.exists():

@@ -1,27 +1,27 @@
-"""Command-line pieces shared by `run`, `search` and `compare` (the only argparse users besides
-their own modules): experiment options, KEY=VALUE lists, and the error wrapper."""
+"""Command-line pieces the commands share: experiment options, KEY=VALUE lists, the usage
+line's name, and the error wrapper. Argparse is imported under commands/ only."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Callable
 
-from .config import parse_scalar
-from .errors import Diverged, UserError
-from .data.experiment import DEFAULT_EXPERIMENT
-from .evaluation.objective import Weights
+from ..config import parse_scalar
+from ..errors import Diverged, UserError
+from ..data.experiment import DEFAULT_EXPERIMENT
+from ..evaluation.objective import Weights
 
 
-# How the running command is called in usage lines: `python -m tune_unlearn.<module>`, or
-# `tune-unlearn <command>` when started through the tune-unlearn command (__main__.py sets it).
+# How the running command is called in usage lines: what tune_unlearn/__main__.py was started
+# as (`tune-unlearn run`, `python -m tune_unlearn run`), which sets it; unset, the search is
+# `python -m tune_unlearn.search` (search/__main__.py) and the others `tune-unlearn <command>`.
 PROG: str | None = None
 
 
-def prog(module: str) -> str:
-    return PROG or f"python -m tune_unlearn.{module}"
+def prog(command: str) -> str:
+    return PROG or ("python -m tune_unlearn.search" if command == "search" else f"tune-unlearn {command}")
 
 
 def add_experiment_args(parser: argparse.ArgumentParser, default_experiment: str | None = DEFAULT_EXPERIMENT) -> None:
@@ -71,12 +71,6 @@ def parse_assignments(items: list[str], flag: str) -> dict:
 def parse_weights(items: list[str], base: Weights | None = None) -> Weights:
     """--weight NAME=VALUE on top of `base` (default weights)."""
     return (base or Weights()).updated(parse_assignments(items, "--weight"), "--weight")
-
-
-def write_json(path: str | Path, obj) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, default=str) + "\n")
 
 
 def main_guard(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
-from .data.experiment import ModelSpec
-from .models import STAGES
+from ..data.experiment import ModelSpec
+from .stages import STAGES
 
 
 class ResNet18(ResNet):

@@ -1,0 +1,22 @@
+"""docs/python-api.md's one-run example runs as written, from a folder of its own."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.train
+def test_the_documented_run_example_runs(tmp_path):
+    text = (REPO / "docs" / "python-api.md").read_text()
+    example = re.findall(r"```python\n(.*?)```", text, re.S)[0]
+    proc = subprocess.run([sys.executable, "-c", example], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("objective ") and "forget_acc" in lines[1] and lines[2].startswith("cost: ")
+    assert list((tmp_path / "cache" / "digits_mislabeled").glob("original-*.pt"))  # the cache is where it said

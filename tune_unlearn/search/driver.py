@@ -1,0 +1,153 @@
+"""A search from start to end (run_search): the plan, Ray, the references, the trials, the
+held-out runs, the export and the summary, each phase timed (timings.json).
+
+It validates the space, the experiment, the requests and every fixed value before Ray starts;
+trains (once, cached) every request's original and retrained references before any trial
+starts (references.py), so concurrent trials never race; runs the trials (several per GPU by
+default), each on every tuning request; runs the best configurations and the defaults on the
+held-out requests (holdout.py); then writes results.csv and best_config.yaml (and pareto.csv
+with --multi-objective) under runs/<name>/ and prints the best trials beside the retrained
+reference. The Optuna study is kept in runs/<name>/optuna.db (optuna-dashboard,
+optuna.load_study; a resume continues it); --mlflow logs every trial to MLflow as well.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from ..errors import UserError
+from ..files import atomic_write_text
+from .options import SearchOptions, cluster_address
+from .plan import Plan, existing_run, make_plan
+from .results import SEARCH_FILE, TIMINGS_FILE
+from .references import prepare_references, separation
+from .tuner import make_trainable, make_tuner, start_ray
+
+
+class Phases:
+    """Wall time of each phase of a search, and the CPU time this process (the driver) spent in
+    it (timings.json; experiments/search_overhead.py)."""
+
+    def __init__(self):
+        self.wall: dict[str, float] = {}
+        self.driver_cpu: dict[str, float] = {}
+        self.ended_at: dict[str, float] = {}  # epoch seconds, to set against the trials' own files
+        self._last = (time.perf_counter(), time.process_time())
+
+    def lap(self, name: str) -> None:
+        now = (time.perf_counter(), time.process_time())
+        self.wall[name] = round(now[0] - self._last[0], 3)
+        self.driver_cpu[name] = round(now[1] - self._last[1], 3)
+        self.ended_at[name] = time.time()
+        self._last = now
+
+    def to_json(self) -> str:
+        return json.dumps({"wall_s": self.wall, "driver_cpu_s": self.driver_cpu, "ended_at": self.ended_at}, indent=1)
+
+
+def run_search(options: SearchOptions) -> Path:
+    """Run (or resume) the search `options` ask for, to the end: the references, the trials,
+    the held-out runs, the export and the summary. Returns the run directory."""
+    options.check()
+    clock = Phases()
+    address = cluster_address(options.address)
+    run_dir = existing_run(options)
+    resuming = run_dir is not None
+    if resuming:
+        plan = Plan.from_json(json.loads((run_dir / SEARCH_FILE).read_text()), run_dir)
+        if options.sampler and options.sampler != plan.sampler:
+            raise UserError(f"{run_dir} was searched with --sampler {plan.sampler}; a resume continues that study "
+                            "(drop --sampler, or start a new search)")
+        print(f"resuming {run_dir}", flush=True)
+    else:
+        plan = make_plan(options)
+        if not address:  # the data must be where the experiment says, before Ray starts
+            from ..data.load import load_data
+
+            load_data(plan.experiment, "cpu", options.download)
+    clock.lap("plan")
+    info = start_ray(address, options.dashboard, plan.method)
+    clock.lap("ray_start")
+    from .cluster import alive_nodes, check_data_on_nodes, concurrency
+
+    nodes = alive_nodes()
+    gpus = plan.gpus_per_trial
+    if gpus is None:
+        gpus = 0.25 if any(n.gpus > 0 for n in nodes) else 0.0
+    if gpus > 0 and not any(n.gpus > 0 for n in nodes):
+        raise UserError(f"--gpus-per-trial {gpus:g} asked for, but the Ray cluster has no GPU")
+    plan.gpus_per_trial = gpus
+    max_concurrent = concurrency(nodes, plan.cpus_per_trial, gpus, options.max_concurrent)  # per node; refuses a trial too large
+    local = not address
+    if not local:  # the driver's own check does not speak for the other nodes
+        check_data_on_nodes(plan, options.download, nodes, options.resource_timeout)
+        clock.lap("data_check")
+    refs, trial_refs = prepare_references(plan, nodes, options.download, local, options.resource_timeout)
+    clock.lap("references")
+    baselines = refs["baselines"]
+    saved = {**plan.to_json(), "reference": baselines["val"]["reference"],
+             "reference_test": baselines["test"]["reference"],
+             "original_model": baselines["val"]["original"]["metrics"],
+             "original_objective": baselines["val"]["original"]["objective"], "baselines": baselines,
+             "reference_status": refs["status"], "reference_paths": refs["paths"], "prepared_on": refs["device"],
+             "sizes": refs["sizes"], "max_concurrent": max_concurrent, "request_references": refs["requests"],
+             "created": time.strftime("%Y-%m-%d %H:%M:%S"), "command": sys.argv}
+    print(separation(refs), flush=True)
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    if not resuming:
+        atomic_write_text(plan.run_dir / SEARCH_FILE, json.dumps(saved, indent=1, default=str))
+    tuning = [label for label, _ in plan.tuning_experiments()]
+    requests = (f" over {len(tuning)} requests ({', '.join(tuning)}; {plan.aggregate})" if len(tuning) > 1 else "")
+    held = f"; held out: {', '.join(r.label for r in plan.holdout)}" if plan.holdout else ""
+    print(f"searching {plan.method} on {plan.experiment.name}{requests}: {plan.num_samples} trials, {max_concurrent} at "
+          f"a time, {plan.cpus_per_trial:g} CPU + {gpus:g} GPU each{held}; results in {plan.run_dir}", flush=True)
+    print(f"watch it: tensorboard --logdir {plan.run_dir}", flush=True)
+    from ray.tune import Tuner
+
+    trainable = make_trainable(plan, gpus, trial_refs)
+    if resuming and Tuner.can_restore(str(plan.run_dir)):
+        tuner = Tuner.restore(str(plan.run_dir), trainable, resume_unfinished=True, resume_errored=False,
+                              restart_errored=False)
+    else:
+        tuner = make_tuner(plan, trainable, max_concurrent, options.resource_timeout)
+    clock.lap("tuner")
+    started = time.time()
+    tuner.fit()
+    clock.lap("trials")
+    from .export import export_run
+    from .summary import summary
+
+    if plan.holdout:  # after Tune has finished: the searcher never sees a held-out number
+        from .holdout import run_holdout
+        from .results import load_run
+
+        record = load_run(plan.run_dir)
+        if record.ranked():
+            run_holdout(plan, record, trial_refs, any(n.gpus >= 1 for n in nodes), local, options.resource_timeout)
+    clock.lap("holdout")
+    record = export_run(plan.run_dir, top=options.top)
+    clock.lap("export")
+    print(summary(record, plan.run_dir, top=options.top, started=started), flush=True)
+    if plan.mlflow:
+        from .tracking import log_best_config
+
+        ranked = record.ranked()
+        if ranked and log_best_config(plan.mlflow, plan.study_name, ranked[0].trial_id,
+                                      plan.run_dir / "best_config.yaml"):
+            print(f"mlflow: best_config.yaml attached to trial {ranked[0].trial_id}'s run; "
+                  f"mlflow ui --backend-store-uri {plan.mlflow}", flush=True)
+        if record.holdout:
+            from .tracking import log_holdout
+
+            log_holdout(plan.mlflow, plan.study_name, record.holdout)
+    clock.lap("summary")
+    if info["owned"]:  # stopped here rather than at exit, so that it is timed too
+        import ray
+
+        ray.shutdown()
+    clock.lap("ray_stop")
+    atomic_write_text(plan.run_dir / TIMINGS_FILE, clock.to_json())
+    return plan.run_dir

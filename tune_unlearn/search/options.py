@@ -1,0 +1,130 @@
+"""What a search is asked to do, typed: `SearchOptions`. commands/search.py builds them from the
+command line; Python code builds them directly and calls `driver.run_search`. Their check runs
+before anything expensive and names the option as the command line spells it, since that is
+where most of them come from."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from ..errors import UserError
+from ..evaluation.objective import AGGREGATES
+from .cluster import DEFAULT_RESOURCE_TIMEOUT_S
+
+SCHEDULERS = ("fifo", "asha")
+# Optuna's samplers a search may use (study.make_sampler builds them).
+SAMPLERS = ("tpe", "nsga2", "nsga3", "gp", "random")
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """Every choice of a search. None means "the space's, else the default" where it is allowed."""
+
+    space: str | None = None  # a shipped space's name or a YAML path; None: 'default', or the method's own
+    method: str | None = None  # search this method (its own space unless `space` is given)
+    experiment: str | None = None  # None: the space's experiment
+    experiment_overrides: Mapping[str, object] = field(default_factory=dict)  # dotted keys, e.g. train.epochs
+    num_samples: int | None = None
+    max_concurrent: int | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float | None = None  # None: 0.25 where the cluster has GPUs, else 0
+    scheduler: str = "fifo"
+    report_every_epoch: bool = False
+    multi_objective: bool = False
+    sampler: str | None = None  # None: tpe (or, on a resume, the study's own)
+    seed: int = 0
+    weights: Mapping[str, float] = field(default_factory=dict)  # objective weights over the space's
+    leakage: bool = False
+    storage_path: str = "runs"  # a folder or file:///absolute/path
+    name: str | None = None  # an existing run of this name resumes
+    resume: bool = False
+    address: str | None = None  # a Ray cluster to join; None: $RAY_ADDRESS, else a local session
+    resource_timeout: float = DEFAULT_RESOURCE_TIMEOUT_S
+    dashboard: bool = False
+    mlflow: str | None = None  # None: no MLflow; "": a store in the run directory; else a tracking URI
+    requests: tuple[str, ...] = ()  # KEY=VALUE[,...] per request; (): the space's, else the experiment's
+    holdout: tuple[str, ...] | None = None  # None: the space's or the default; ("none",) or (): none
+    aggregate: str | None = None
+    holdout_top: int | None = None
+    top: int = 5
+    cache_dir: str | None = None
+    original: str | None = None  # a checkpoint to use as the original model
+    download: bool = False
+
+    def check(self) -> None:
+        """Refuse, in one line, what no search can do; what needs the space or the experiment is
+        checked by plan.make_plan."""
+        positive = {"--num-samples": self.num_samples, "--max-concurrent": self.max_concurrent,
+                    "--holdout-top": self.holdout_top, "--top": self.top}
+        for flag, value in positive.items():
+            if value is not None and value < 1:
+                raise UserError(f"{flag} must be >= 1, got {value}")
+        gpus = self.gpus_per_trial
+        if gpus is not None and gpus < 0:
+            raise UserError(f"--gpus-per-trial must be >= 0, got {gpus:g}")
+        if gpus is not None and gpus > 1 and gpus != int(gpus):
+            raise UserError(f"--gpus-per-trial above 1 must be a whole number, got {gpus:g}")
+        if not self.cpus_per_trial > 0:
+            raise UserError(f"--cpus-per-trial must be > 0, got {self.cpus_per_trial:g}")
+        if not self.resource_timeout > 0:
+            raise UserError(f"--resource-timeout must be > 0 seconds, got {self.resource_timeout:g}")
+        if self.aggregate is not None and self.aggregate not in AGGREGATES:
+            raise UserError(f"unknown aggregate {self.aggregate!r}; allowed: {', '.join(AGGREGATES)}")
+        if self.scheduler not in SCHEDULERS:
+            raise UserError(f"unknown scheduler {self.scheduler!r}; allowed: {', '.join(SCHEDULERS)}")
+        if self.sampler is not None and self.sampler not in SAMPLERS:
+            raise UserError(f"unknown sampler {self.sampler!r}; allowed: {', '.join(SAMPLERS)}")
+        if self.mlflow is not None and importlib.util.find_spec("mlflow") is None:
+            raise UserError("--mlflow needs the mlflow extra: pip install -e '.[mlflow]'")
+        storage_root(self.storage_path)
+        cluster_address(self.address)
+        if self.dashboard and (why := dashboard_missing()):
+            raise UserError(f"--dashboard needs the dashboard extra ({why}): pip install -e '.[dashboard]'")
+
+
+def storage_root(value: str) -> Path:
+    """The folder runs live in: a path, or a file:// URI of one. Other URIs (s3://, gs://, ...)
+    are refused: the driver writes every file of the run directory (search.json, results.csv,
+    best_config.yaml, optuna.db, holdout.json, the trials' files) with ordinary file operations,
+    so it needs a folder on the driver's node; without this check a URI became a local folder
+    named after its scheme."""
+    from urllib.parse import unquote, urlparse
+
+    if "://" not in value:
+        return Path(value).expanduser().resolve()
+    url = urlparse(value)
+    if url.scheme == "file" and url.netloc in ("", "localhost") and url.path.startswith("/"):
+        return Path(unquote(url.path)).resolve()
+    raise UserError(f"--storage-path {value}: only a folder or a file:///absolute/path is supported ({url.scheme}:// "
+                    "storage is not: the driver writes the run's files as files; use a folder on its node)")
+
+
+def cluster_address(address: str | None) -> str | None:
+    """The Ray cluster the search joins: --address, else $RAY_ADDRESS (which ray.init would
+    follow anyway), else None (a local Ray session). Ray Client (ray://) is refused: the run's
+    files would be written on the client."""
+    import os
+
+    source = "--address" if address else "RAY_ADDRESS"
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address and address.startswith("ray://"):
+        raise UserError(f"{source} {address}: Ray Client (ray://) is not supported, the search writes its run directory "
+                        "where it runs; start it on a node of the cluster with --address auto")
+    return address
+
+
+def dashboard_missing() -> str | None:
+    """Why Ray could not start its dashboard here, or None: Ray's own check (the one ray.init
+    fails on, with a bare Exception), else whether its main packages are importable."""
+    import importlib.util
+
+    try:
+        from ray._private.utils import get_dashboard_dependency_error  # not public API: guarded
+    except ImportError:
+        missing = [m for m in ("aiohttp", "ray.dashboard") if importlib.util.find_spec(m) is None]
+        return f"missing {', '.join(missing)}" if missing else None
+    error = get_dashboard_dependency_error()
+    return str(error) if error else None
