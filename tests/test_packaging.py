@@ -76,3 +76,22 @@ def test_pyproject_lists_every_sub_package():
     listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "tune_unlearn").rglob("__init__.py")}
     assert found <= listed, f"add to pyproject.toml's packages: {sorted(found - listed)}"
+
+
+def test_a_checkout_on_the_path_finds_its_experiments_and_spaces(tmp_path):
+    """A checkout used without installing it (PYTHONPATH=<clone>, as on an offline GPU machine)
+    finds the shipped experiments and search spaces in the clone's folders. `-S` keeps the
+    editable install's import hook out; the environment's packages stay on the path."""
+    import sysconfig
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), sysconfig.get_paths()["purelib"]])}
+    env.pop("TUNE_UNLEARN_EXPERIMENTS", None)
+    env.pop("TUNE_UNLEARN_SPACES", None)
+    code = ("from tune_unlearn.data.experiment import load_experiment, EXPERIMENT_FILES\n"
+            "from tune_unlearn.search.space import SPACE_FILES\n"
+            "print(load_experiment('fmnist_mislabeled').name, SPACE_FILES.find('paper_2pct').name, "
+            "*EXPERIMENT_FILES.shipped())")
+    out = subprocess.run([sys.executable, "-S", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["fmnist_mislabeled", "paper_2pct.yaml", str(REPO / "experiments" / "settings")]

@@ -22,10 +22,10 @@ from .errors import UserError
 class NamedFiles:
     """YAML files a user names without a path (`--experiment digits`, `--space default`):
     looked up in $<env>, ./<folder> and the files shipped inside the package (`package`:
-    pyproject.toml maps the repository's folder of them into it), in that order."""
+    pyproject.toml maps the repository's folder of them, `source`, into it), in that order."""
 
-    def __init__(self, folder: str, env: str, what: str, package: str):
-        self.folder, self.env, self.what, self.package = folder, env, what, package
+    def __init__(self, folder: str, env: str, what: str, package: str, source: str):
+        self.folder, self.env, self.what, self.package, self.source = folder, env, what, package, source
 
     def shipped(self) -> list[Path]:
         """Where the installed package keeps its own files of this kind (a wheel or an
@@ -36,7 +36,12 @@ class NamedFiles:
             spec = importlib.util.find_spec(self.package)
         except ModuleNotFoundError:
             spec = None
-        return [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
+        if spec:
+            return [Path(p) for p in (spec.submodule_search_locations or [])]
+        # Not installed (a checkout on PYTHONPATH, as on a GPU machine without pip access): the
+        # repository's own folder beside the package.
+        checkout = Path(__file__).resolve().parent.parent / self.source
+        return [checkout] if checkout.is_dir() else []
 
     def dirs(self) -> list[Path]:
         dirs = [Path.cwd() / self.folder, *self.shipped()]

@@ -164,7 +164,8 @@ class Experiment:
 # whole class is undone by resetting one row of the classifier).
 DEFAULT_EXPERIMENT = "digits_mislabeled"
 
-EXPERIMENT_FILES = NamedFiles("experiments", "TUNE_UNLEARN_EXPERIMENTS", "experiment", "tune_unlearn.experiment_settings")
+EXPERIMENT_FILES = NamedFiles("experiments", "TUNE_UNLEARN_EXPERIMENTS", "experiment", "tune_unlearn.experiment_settings",
+                              "experiments/settings")
 
 
 def available_experiments() -> list[str]:

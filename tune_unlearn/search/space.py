@@ -125,7 +125,7 @@ class SearchSpace:
         return self.fixed.get(name, method.hparam(name).default)
 
 
-SPACE_FILES = NamedFiles("search_spaces", "TUNE_UNLEARN_SPACES", "search-space", "tune_unlearn.search_spaces")
+SPACE_FILES = NamedFiles("search_spaces", "TUNE_UNLEARN_SPACES", "search-space", "tune_unlearn.search_spaces", "search_spaces")
 
 
 def available_spaces() -> list[str]:

@@ -21,10 +21,12 @@ from ...training import train_recipe
 @dataclass
 class Forecast:
     """What a preparation will train: said as its first model starts (`announce`), then the
-    time of all `untrained` models forecast from that model's first epoch."""
+    time of all `untrained` models forecast from that model's first two epochs."""
 
     untrained: int = 0
     announce: str = ""
+    epochs_seen: int = 0
+    first_epoch_s: float = 0.0
 
 
 def network(exp: Experiment, data: ExperimentData) -> torch.nn.Module:
@@ -71,9 +73,18 @@ def train_reference(exp: Experiment, data: ExperimentData, runtime: Runtime, rol
                       log=None if log is log_stderr else log) as bar:
             def on_epoch(epoch: int, logs: dict) -> None:
                 bar.update(text=f"loss {logs['loss']:.4f}")
-                if epoch == 0 and forecast.untrained:  # the first epoch of this preparation: a forecast
-                    per_model = clock.elapsed * sum(s.epochs for _, _, s in stages)
-                    log(f"first epoch in {clock.elapsed:.2f} s: about {per_model:.0f} s per model, "
+                if not forecast.untrained:
+                    return
+                # A forecast from this preparation's second epoch: the first also pays for CUDA's
+                # and cuDNN's warm-up, several epochs' worth on a GPU (docs/results-gpu.md).
+                total = sum(s.epochs for _, _, s in stages)
+                forecast.epochs_seen += 1
+                if forecast.epochs_seen == 1:
+                    forecast.first_epoch_s = clock.elapsed
+                if forecast.epochs_seen == 2 or total == 1:
+                    steady = clock.elapsed - forecast.first_epoch_s if total > 1 else 0.0
+                    per_model = forecast.first_epoch_s + steady * (total - 1)
+                    log(f"first epochs in {clock.elapsed:.2f} s: about {per_model:.0f} s per model, "
                         f"{per_model * forecast.untrained:.0f} s for the {forecast.untrained} model(s) to train here")
                     forecast.untrained = 0
 
