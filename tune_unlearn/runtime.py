@@ -32,7 +32,10 @@ class Runtime:
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         # channels_last on the CPU too: oneDNN's convolutions train a ResNet-18 faster in it
         # (docs/results.md, reference training, has the measurement)
-        return model.to(self.device).to(memory_format=torch.channels_last)
+        model = model.to(self.device).to(memory_format=torch.channels_last)
+        if not self.cuda:
+            _narrow_strided_1x1_in_nchw(model)
+        return model
 
     def sync(self) -> None:
         if self.cuda:
@@ -42,6 +45,26 @@ class Runtime:
         if self.cuda:
             return torch.cuda.get_device_name(self.device)
         return f"cpu ({torch.get_num_threads()} threads)"
+
+
+# oneDNN's backward (weights) of a strided 1x1 convolution writes past its workspace when the
+# input is channels_last and has fewer channels than the kernel's block (8 with AVX2, 16 with
+# AVX-512): uxlfoundation/oneDNN issue 6035, in the oneDNN of PyTorch 2.14. The heap corrupts
+# and training aborts ("corrupted double-linked list") on networks of width under 16, such as
+# the test suite's. Those convolutions run in NCHW instead; every other one stays channels_last.
+_ONEDNN_CHANNEL_BLOCK = 16
+
+
+def _nchw_input(module: torch.nn.Module, args: tuple) -> tuple:
+    return (args[0].contiguous(), *args[1:])
+
+
+def _narrow_strided_1x1_in_nchw(model: torch.nn.Module) -> None:
+    for module in model.modules():
+        if (isinstance(module, torch.nn.Conv2d) and module.kernel_size == (1, 1) and module.stride != (1, 1)
+                and module.in_channels < _ONEDNN_CHANNEL_BLOCK):
+            module.to(memory_format=torch.contiguous_format)
+            module.register_forward_pre_hook(_nchw_input)
 
 
 def make_runtime(device: str = "auto") -> Runtime:
