@@ -133,18 +133,27 @@ def test_export_round_trip_into_run_config(finished_search, capsys, session_cach
     top2 = json.loads((finished_search / "top2.json").read_text())
     assert len(top2) == 2 and top2[0]["result"]["objective"] >= top2[1]["result"]["objective"]
     best = yaml.safe_load((finished_search / "best_config.yaml").read_text())
+    assert best["replay"]["threads"] == 1 and best["replay"]["device"] == "cpu (1 threads)"  # one CPU per trial
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in the trial (one CPU), so the arithmetic is the same
-    try:
-        code = run_main(["--config", str(finished_search / "best_config.yaml"), "--cache-dir", str(session_cache)])
-    finally:
-        torch.set_num_threads(threads)
-    assert code == 0
-    rerun = json.loads(capsys.readouterr().out)
+    # The replay runs on the trial's one thread by itself (this process has more), and gives its number exactly
+    assert run_main(["--config", str(finished_search / "best_config.yaml"), "--cache-dir", str(session_cache)]) == 0
+    assert torch.get_num_threads() == threads
+    captured = capsys.readouterr()
+    rerun = json.loads(captured.out)
     assert rerun["hparams"] == best["hparams"]
+    assert rerun["replay"]["same"] and rerun["objective"] == best["replay"]["objective"] == best["result"]["objective"]
+    assert "the search's trial gave the same" in captured.err
     for key in ("retain_acc", "forget_acc", "val_acc", "mia"):
         assert rerun["metrics"][key] == pytest.approx(best["metrics"][key], abs=1e-6), key
     assert rerun["test_metrics"]["test_acc"] == pytest.approx(best["test_metrics"]["test_acc"], abs=1e-6)
+    # A trial that gave another number (here: as if it had run elsewhere) is named as differing
+    best["replay"]["objective"] -= 0.5
+    other = tmp_path / "elsewhere.yaml"
+    other.write_text(yaml.safe_dump(best))
+    assert run_main(["--config", str(other), "--cache-dir", str(session_cache)]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["replay"]["same"] is False
+    assert "the search's trial gave" in captured.err and "(difference +0.5)" in captured.err
 
 
 def test_a_diverging_trial_fails_with_its_reason_and_the_search_goes_on(ray_address, tmp_path, session_cache, capsys,

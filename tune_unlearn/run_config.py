@@ -10,6 +10,9 @@ File format (every key optional; unknown keys are an error):
     hparams: {lam: 1.0e-6, decay: 0.1}
     weights: {cost: 0.5}
     seed: 0
+    replay: {threads: 1, device: cpu (1 threads), request: seed0, objective: -1.2, test_objective: -1.3}
+                         # how the search's trial ran, and what it scored on that request: run
+                         # uses the threads and says whether it gives the same objective
     metrics: {...}       # what the search measured on the validation split; informational,
     test_metrics: {...}  # ... and on the test split; both ignored by run
     result: {...}        # the trial's id, objective, components, references; ignored by run
@@ -40,6 +43,7 @@ class RunConfig:
     hparams: dict = field(default_factory=dict)
     weights: dict = field(default_factory=dict)
     seed: int | None = None
+    replay: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     test_metrics: dict = field(default_factory=dict)
     result: dict = field(default_factory=dict)

@@ -65,6 +65,29 @@ def listing() -> str:
     return "\n".join(lines)
 
 
+def replayed(cfg, args: argparse.Namespace) -> dict:
+    """The config's replay block (a search's best_config.yaml) when the run repeats that trial
+    as it is: nothing on the command line changes what it computes."""
+    changed = (args.method, args.experiment, args.seed, args.original, args.set, args.weight,
+               experiment_overrides(args), args.leakage)
+    return cfg.replay if cfg and cfg.replay and not any(changed) else {}
+
+
+def compare_with_search(replay: dict, objective: float, here: str) -> dict:
+    """The run's objective against the trial's on the same request, said on stderr."""
+    theirs = replay["objective"]
+    same = abs(objective - theirs) <= 1e-9 * max(1.0, abs(theirs))
+    where = f" on request {replay['request']}" if replay.get("request") else ""
+    if same:
+        log_stderr(f"replay: objective {objective:.6f}{where}, the search's trial gave the same")
+    else:
+        log_stderr(f"replay: objective {objective:.6f}{where}, the search's trial gave {theirs:.6f} (difference "
+                   f"{objective - theirs:+.3g}); it ran on {replay.get('device')} with {replay.get('threads')} "
+                   f"thread(s), this run on {here}: another device, processor or torch build changes the arithmetic")
+    return {"request": replay.get("request"), "search_objective": theirs, "objective": objective, "same": same,
+            "threads": replay.get("threads"), "device": here}
+
+
 @main_guard
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
@@ -85,16 +108,23 @@ def main(argv: list[str] | None = None) -> int:
     # Everything above validated the arguments without torch; now the work starts.
     import torch
 
+    from ..cost import torch_threads
     from ..pipeline import prepare, run_method
     from ..runtime import make_runtime
 
     runtime = make_runtime(args.device)
     leakage = args.leakage or run.weights.leak > 0
+    replay = replayed(cfg, args)
+    threads = replay.get("threads") if not runtime.cuda else None
     prepared = prepare(run.experiment, runtime, args.cache_dir or default_cache_dir(), args.original, args.download,
-                       leakage=leakage)
-    log_stderr(f"running {run.method.name} on {run.experiment.name} ({runtime.describe()})")
-    result = run_method(prepared, run.method, run.hparams, run.weights, run.seed, leakage=leakage)
+                       leakage=leakage, threads=threads)
+    with torch_threads(threads):  # the trial's threads: the same arithmetic, to the last digit
+        log_stderr(f"running {run.method.name} on {run.experiment.name} ({runtime.describe()})")
+        result = run_method(prepared, run.method, run.hparams, run.weights, run.seed, leakage=leakage)
+        here = runtime.describe()
     out = result.to_json()
+    if replay.get("objective") is not None:
+        out["replay"] = compare_with_search(replay, result.objective, here)
     out["experiment_overrides"] = overrides
     out["cache"] = {role: {"status": prepared.refs.status[role], "path": prepared.refs.paths[role]}
                     for role in prepared.refs.status}

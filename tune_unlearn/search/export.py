@@ -107,14 +107,18 @@ def run_config_of(record: RunRecord, t: TrialRecord) -> dict:
     from ..run_config import resolve_run
 
     s = record.search
-    run = resolve_run(s["method"], s["experiment_config"]["name"], s["experiment_overrides"], s["fixed"], t.config)
+    # The run replays the first tuning request: the search's overrides and that request's own
+    first = (s.get("requests") or [{"label": None, "overrides": {}}])[0]
+    overrides = {**s["experiment_overrides"], **first["overrides"]}
+    run = resolve_run(s["method"], s["experiment_config"]["name"], overrides, s["fixed"], t.config)
     return {
         "method": s["method"],
         "experiment": s["experiment_config"]["name"],
-        "experiment_overrides": s["experiment_overrides"],
+        "experiment_overrides": overrides,
         "hparams": run.hparams,
         "weights": s["weights"],
         "seed": 0,
+        "replay": replay_block(record, t, first["label"]),
         "metrics": {k: t.result[k] for k in (*METRIC_KEYS, *OPTIONAL_KEYS, "objective") if k in t.result},
         "test_metrics": test_metrics_of(t.result),
         "result": {
@@ -126,6 +130,16 @@ def run_config_of(record: RunRecord, t: TrialRecord) -> dict:
         "requests": requests_block(record, t),
         "holdout": holdout_block(record, t),
     }
+
+
+def replay_block(record: RunRecord, t: TrialRecord, label: str | None) -> dict:
+    """What `run --config` needs to give the trial's number again, and that number: the
+    trial's intra-op threads (the arithmetic's order, hence its last digits, depends on them)
+    and device, and its objectives on the request the run replays."""
+    several = len(record.search.get("requests") or []) > 1
+    key = f"{label}/" if several else ""
+    return {"request": label, "threads": t.result.get("threads"), "device": t.result.get("device"),
+            "objective": t.result.get(f"{key}objective"), "test_objective": t.result.get(f"{key}test_objective")}
 
 
 def requests_block(record: RunRecord, t: TrialRecord) -> dict:

@@ -173,6 +173,8 @@ def unlearning_trial(config: dict, job: TrialJob) -> None:
     final = combined_report(results, reported, job.aggregate)
     final["trial_time_s"] = time.perf_counter() - started  # the whole trial: data, unlearning, evaluation
     final["node_id"] = ray_node_id()  # where it ran (a cluster's node; Tune adds its address as node_ip)
+    # What a replay needs to give the same arithmetic (best_config.yaml's replay block)
+    final["threads"], final["device"] = torch.get_num_threads(), results[0][1].device
     # The driver writes history.json and final_result.json from this report (trial_files.py):
     # this process may run on a node whose disk the driver never sees.
     final[HISTORY_KEY] = history
