@@ -5,6 +5,7 @@ import json
 import math
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -234,11 +235,15 @@ def test_bad_input_stops_before_ray_starts(tmp_path, capsys, monkeypatch):
 
 def test_resume_after_ctrl_c_runs_no_trial_twice(ray_address, tmp_path, session_cache):
     """Interrupt a search (SIGINT, as Ctrl-C) after two trials finished, resume it by name, and
-    check that the finished trials were not run again and the rest completed."""
+    check that the finished trials were not run again and the rest completed. The cache is lost
+    in between: the resume scores against the references the search started with, kept in the
+    run, and trains nothing."""
     path = space_file(tmp_path, num_samples=5)
     run_dir = tmp_path / "runs" / "resume"
+    cache = tmp_path / "cache"
+    shutil.copytree(session_cache, cache)
     cmd = [sys.executable, "-m", "tune_unlearn.search", "--space", path, "--max-concurrent", "1",
-           "--address", ray_address, *search_args(tmp_path, session_cache, "resume")]
+           "--address", ray_address, *search_args(tmp_path, cache, "resume")]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 240
@@ -254,9 +259,13 @@ def test_resume_after_ctrl_c_runs_no_trial_twice(ray_address, tmp_path, session_
     page = (run_dir / "report" / "index.html").read_text()
     assert "(interrupted)" in page and "INTERRUPTED" in page and "--resume" in page
 
+    pinned = torch.load(run_dir / "references.pt", weights_only=False)
+    shutil.rmtree(cache)
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "resuming" in proc.stdout
+    assert "resuming" in proc.stdout and "references: the ones this search started with" in proc.stdout
+    assert "training the" not in proc.stderr and not list(cache.rglob("*.pt"))  # nothing trained again
+    assert pinned["for_trials"].keys() == {"seed0"}  # what the first start kept: the one tuning request's
     rows = trial_rows(run_dir / "results.csv")
     assert len(rows) == 5 and {r["status"] for r in rows} == {"TERMINATED"}
     for name, (final, written) in finished_before.items():  # a trial run again would write its file again
@@ -268,6 +277,22 @@ def test_resume_after_ctrl_c_runs_no_trial_twice(ray_address, tmp_path, session_
     assert len(done) == 5 and len({tuple(sorted(t.params.items())) for t in done}) == 5
     assert [t for t in study.trials if t.state != optuna.trial.TrialState.COMPLETE] == []
     assert sorted(t.value for t in done) == pytest.approx(sorted(float(r["objective"]) for r in rows))
+
+
+def test_a_resume_without_kept_references_refuses_other_ones(finished_search, tmp_path, capsys):
+    """A run that kept no references (started before they were kept) prepares them again on a
+    resume, and refuses in one line when they do not score as its first start's did."""
+    run_dir = tmp_path / "runs" / "fifo"
+    shutil.copytree(finished_search, run_dir)
+    (run_dir / "references.pt").unlink()
+    saved = json.loads((run_dir / "search.json").read_text())
+    saved["baselines"]["val"]["original"]["objective"] -= 1.0  # as if the original had been another model
+    (run_dir / "search.json").write_text(json.dumps(saved))
+    capsys.readouterr()
+    assert search.main(["--storage-path", str(tmp_path / "runs"), "--name", "fifo"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: the references prepared for this resume differ from those")
+    assert "restore the cache, or start a new search" in err[-1]
 
 
 def test_asha_compares_trials_at_equal_evaluated_epochs(ray_address, tmp_path, session_cache, capsys):

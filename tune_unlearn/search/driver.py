@@ -23,7 +23,8 @@ from ..files import atomic_write_text
 from .options import SearchOptions, cluster_address
 from .plan import Plan, existing_run, make_plan
 from .results import SEARCH_FILE, TIMINGS_FILE
-from .references import prepare_references, separation
+from .references import (PINNED_FILE, check_same_references, pin_references, pinned_references, prepare_references,
+                         separation)
 from .tuner import make_trainable, make_tuner, start_ray
 
 
@@ -85,7 +86,16 @@ def run_search(options: SearchOptions) -> Path:
     if not local:  # the driver's own check does not speak for the other nodes
         check_data_on_nodes(plan, options.download, nodes, options.resource_timeout)
         clock.lap("data_check")
-    refs, trial_refs = prepare_references(plan, nodes, options.download, local, options.resource_timeout)
+    pinned = pinned_references(run_dir) if resuming else None
+    if pinned:
+        refs, trial_refs = pinned
+        print(f"references: the ones this search started with ({PINNED_FILE}), whatever the cache holds now", flush=True)
+    else:
+        refs, trial_refs = prepare_references(plan, nodes, options.download, local, options.resource_timeout)
+        if resuming:
+            check_same_references(json.loads((run_dir / SEARCH_FILE).read_text()), refs, run_dir)
+        plan.run_dir.mkdir(parents=True, exist_ok=True)
+        pin_references(plan.run_dir, refs, trial_refs)
     clock.lap("references")
     baselines = refs["baselines"]
     saved = {**plan.to_json(), "reference": baselines["val"]["reference"],

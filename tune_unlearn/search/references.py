@@ -20,6 +20,51 @@ if TYPE_CHECKING:  # torch: imported where the references are made, not by the c
     from ..evaluation.references import References
 
 
+PINNED_FILE = "references.pt"  # in the run: the references the search started with (pin_references)
+
+
+def pin_references(run_dir: Path, summary: dict, for_trials: dict[str, References]) -> None:
+    """Keep in the run what its trials were scored against: every request's references for
+    trials (the original's weights, every model's metrics, confidences and prices) and their
+    summary. A resume uses these, not whatever the cache holds by then: after a lost cache the
+    references would be retrained, and a GPU does not train the same models twice."""
+    import torch
+
+    blob = {"summary": summary, "for_trials": {label: dataclasses.asdict(r) for label, r in for_trials.items()}}
+    atomic_write(run_dir / PINNED_FILE, lambda tmp: torch.save(blob, tmp))
+
+
+def pinned_references(run_dir: Path) -> tuple[dict, dict[str, References]] | None:
+    """The references pin_references kept in `run_dir`, or None where it has none (a run
+    started before they were kept)."""
+    path = run_dir / PINNED_FILE
+    if not path.is_file():
+        return None
+    import torch
+
+    from ..evaluation.references import References
+
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=False)  # the run's own file, written above
+        return blob["summary"], {label: References(**r) for label, r in blob["for_trials"].items()}
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same answer
+        raise UserError(f"{path} is unreadable ({type(exc).__name__}: {exc}); the references this search was "
+                        "scored against are lost: start a new search (another --name)") from None
+
+
+def check_same_references(saved: dict, summary: dict, run_dir: Path) -> None:
+    """A resume of a run that kept no references (older runs) prepares them again: refuse when
+    they do not score as the first start's did (a lost cache, retrained elsewhere)."""
+    def scores(baselines: dict) -> str:
+        return json.dumps({split: {"original": b["original"]["objective"], "retrained": b["retrained"]["objectives"]}
+                           for split, b in baselines.items()}, sort_keys=True, default=str)
+
+    if scores(saved["baselines"]) != scores(json.loads(json.dumps(summary["baselines"], default=str))):
+        raise UserError(f"the references prepared for this resume differ from those {run_dir} started with (its "
+                        "cached models were lost and trained again, or come from another machine): its finished "
+                        "trials were scored against other models; restore the cache, or start a new search")
+
+
 def prepare_references(plan: Plan, nodes: list[Node], download: bool, local: bool,
                        timeout: float) -> tuple[dict, dict[str, References]]:
     """Train or load every request's references (tuning and held-out). Returns them scored like
