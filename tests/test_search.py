@@ -20,6 +20,7 @@ from tensorboard.backend.event_processing.event_file_loader import EventFileLoad
 
 from conftest import search_args, space_file
 from tune_unlearn.commands import search
+from tune_unlearn.errors import UserError
 from tune_unlearn.commands.export import main as export_main
 from tune_unlearn.commands.report import main as report_main
 from tune_unlearn.commands.run import main as run_main
@@ -332,46 +333,23 @@ def test_each_sampler_runs_a_search_and_is_saved_for_resume(ray_address, tmp_pat
     assert len(done) == 2 and len(study.directions) == (6 if multi else 1)  # digits: 4 gaps, example_gap, cost
 
 
-def test_mlflow_logs_every_trial_and_the_best_config(ray_address, tmp_path, session_cache, capsys):
-    pytest.importorskip("mlflow")
-    from mlflow.tracking import MlflowClient
-
-    path = space_file(tmp_path, num_samples=2, params={"lam": {"type": "loguniform", "low": 1e-8, "high": 1e-4}},
-                      fixed={"mask_epochs": 1, "ft_epochs": 2})
-    assert search.main(["--space", path, "--mlflow", "--report-every-epoch", *search_args(tmp_path, session_cache, "mlf")]) == 0
-    run_dir = tmp_path / "runs" / "mlf"
-    assert f"mlflow ui --backend-store-uri sqlite:///{run_dir.resolve() / 'mlflow.db'}" in capsys.readouterr().out
-    client = MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}")  # the default store: in the run directory
-    experiment = client.get_experiment_by_name("mlf")
-    runs = client.search_runs([experiment.experiment_id])
-    rows = {r["trial_id"]: r for r in trial_rows(run_dir / "results.csv")}
-    assert sorted(r.data.tags["trial_id"] for r in runs) == sorted(rows)
-    best = yaml.safe_load((run_dir / "best_config.yaml").read_text())["result"]["trial_id"]
-    for run in runs:
-        row = rows[run.data.tags["trial_id"]]
-        assert run.info.status == "FINISHED" and float(run.data.params["lam"]) == pytest.approx(float(row["lam"]))
-        assert run.data.metrics["objective"] == pytest.approx(float(row["objective"]))  # the final result
-        assert run.data.metrics["test_acc"] == pytest.approx(float(row["test_acc"]))
-        history = client.get_metric_history(run.info.run_id, "objective")
-        assert len(history) == 3  # every report (--report-every-epoch): two fine-tuning epochs, then the final one
-        artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
-        assert artifacts == (["best_config.yaml"] if run.data.tags["trial_id"] == best else [])
-    assert (run_dir / "mlartifacts").is_dir()
-
-
-def test_a_search_over_two_requests_holds_one_out_and_reports_it_beside_tuning(ray_address, tmp_path, capsys):
+def test_a_search_over_two_requests_holds_one_out_and_reports_it_beside_tuning(ray_address, tmp_path, capsys,
+                                                                                monkeypatch):
     """Two tuning requests, two trials, one held-out request: each trial runs on both and the
     searcher sees only their mean; after the trials the best configuration and the defaults run
     on the held-out request, and best_config.yaml, the summary, the report and MLflow say how
-    they did there. Every request's references are trained once, before the trials."""
+    they did there. Every request's references are trained once, before the trials. MLflow gets
+    every trial's run, with a metric history per evaluated epoch (--report-every-epoch)."""
     mlflow = pytest.importorskip("mlflow")
     cache = tmp_path / "cache"  # its own cache: every reference below is made by this search
     path = space_file(tmp_path, num_samples=2)
     args = ["--space", path, *search_args(tmp_path, cache, "req", "--requests", "seed=0", "seed=1", "--holdout", "seed=2",
-                                          "--holdout-top", "1", "--mlflow", experiment="digits_mislabeled")]
+                                          "--holdout-top", "1", "--mlflow", "--report-every-epoch",
+                                          experiment="digits_mislabeled")]
     assert search.main(args) == 0
     out = capsys.readouterr().out
     run_dir = tmp_path / "runs" / "req"
+    assert f"mlflow ui --backend-store-uri sqlite:///{run_dir.resolve() / 'mlflow.db'}" in out
     saved = json.loads((run_dir / "search.json").read_text())
     assert [r["label"] for r in saved["requests"]] == ["seed0", "seed1"] and [r["label"] for r in saved["holdout"]] == ["seed2"]
     refs = saved["request_references"]
@@ -403,11 +381,24 @@ def test_a_search_over_two_requests_holds_one_out_and_reports_it_beside_tuning(r
     assert math.isfinite(held) and best["holdout"]["objective"] == pytest.approx(held)
     assert math.isfinite(best["holdout"]["defaults_objective"]) and len(best["holdout"]["baselines"]["seed2"]["retrained"]) == 3
     assert "held-out requests" in out and "held-out obj." in out and "seed2" in out
-    # MLflow: the held-out objective on the best trial's run
+    # MLflow (its default store is in the run directory): every trial's run, with its parameters,
+    # final metrics and one objective per evaluated epoch of the first request; the best config
+    # and the held-out objective on the best trial's run
     client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("req").experiment_id],
-                              filter_string=f"tags.trial_id = '{ranked['trial_id']}'")
-    assert runs[0].data.metrics["holdout_objective"] == pytest.approx(held)
+    runs = client.search_runs([client.get_experiment_by_name("req").experiment_id])
+    by_id = {r["trial_id"]: r for r in rows}
+    assert sorted(r.data.tags["trial_id"] for r in runs) == sorted(by_id)
+    for run in runs:
+        row = by_id[run.data.tags["trial_id"]]
+        assert run.info.status == "FINISHED" and float(run.data.params["lam"]) == pytest.approx(float(row["lam"]))
+        assert run.data.metrics["objective"] == pytest.approx(float(row["objective"]))  # the final result
+        history = client.get_metric_history(run.info.run_id, "objective")
+        assert len(history) == int(row["ft_epochs"]) + 1  # each fine-tuning epoch, then the final report
+        artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
+        assert artifacts == (["best_config.yaml"] if row["trial_id"] == ranked["trial_id"] else [])
+        if row["trial_id"] == ranked["trial_id"]:
+            assert run.data.metrics["holdout_objective"] == pytest.approx(held)
+    assert (run_dir / "mlartifacts").is_dir()
     assert report_main([str(run_dir)]) == 0
     assert "Tuning against held-out requests" in (run_dir / "report" / "report.md").read_text()
 
@@ -418,3 +409,14 @@ def test_a_search_over_two_requests_holds_one_out_and_reports_it_beside_tuning(r
     assert "running the" not in capsys.readouterr().out
     assert json.loads((run_dir / "holdout.json").read_text())["results"] == holdout["results"]
     assert {f: f.stat().st_mtime for f in cache.rglob("*")} == stamps
+
+    # A held-out phase that fails leaves the export of the trials behind
+    def failing(*args, **kwargs):
+        raise UserError("held-out runs failed")
+
+    monkeypatch.setattr("tune_unlearn.search.holdout.run_holdout", failing)
+    for name in ("results.csv", "best_config.yaml", "holdout.json"):
+        (run_dir / name).unlink()
+    assert search.main(args) == 2
+    assert "held-out runs failed" in capsys.readouterr().err
+    assert (run_dir / "results.csv").is_file() and (run_dir / "best_config.yaml").is_file()

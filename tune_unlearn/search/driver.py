@@ -130,16 +130,16 @@ def run_search(options: SearchOptions) -> Path:
     from .export import export_run
     from .summary import summary
 
-    if plan.holdout:  # after Tune has finished: the searcher never sees a held-out number
-        from .holdout import run_holdout
-        from .results import load_run
-
-        record = load_run(plan.run_dir)
-        if record.ranked():
-            run_holdout(plan, record, trial_refs, any(n.gpus >= 1 for n in nodes), local, options.resource_timeout)
-    clock.lap("holdout")
+    # Exported before the held-out phase too, so that results.csv and best_config.yaml exist
+    # whatever happens to it; then again with its results.
     record = export_run(plan.run_dir, top=options.top)
     clock.lap("export")
+    if plan.holdout and record.ranked():  # after Tune has finished: the searcher never sees a held-out number
+        from .holdout import run_holdout
+
+        run_holdout(plan, record, trial_refs, any(n.gpus >= 1 for n in nodes), local, options.resource_timeout)
+        record = export_run(plan.run_dir, top=options.top)
+    clock.lap("holdout")
     print(summary(record, plan.run_dir, top=options.top, started=started), flush=True)
     if plan.mlflow:
         from .tracking import log_best_config
