@@ -199,3 +199,34 @@ def test_bad_validation_and_ensemble_settings_are_refused(overrides, message):
 def test_a_validation_fraction_that_empties_a_class_is_refused():
     with pytest.raises(UserError, match="val_fraction 0.01"):
         load_data(load_experiment("digits", {"dataset.val_fraction": 0.01}))
+
+
+def test_downloads_into_one_folder_take_turns(tmp_path, monkeypatch):
+    """Two loads with --download into the same folder (two searches, or a cluster's nodes on a
+    shared disk) never fetch at the same time: the second waits, then finds the files."""
+    import threading
+    import time
+
+    from tune_unlearn.data.loaders import Arrays
+
+    spans, lock = [], threading.Lock()
+
+    def fetching(root, download, spec):  # stands in for torchvision's download, which needs a network
+        start = time.monotonic()
+        time.sleep(0.3)
+        with lock:
+            spans.append((start, time.monotonic()))
+        g = torch.Generator().manual_seed(0)
+        return Arrays(torch.rand(200, 1, 8, 8, generator=g), torch.arange(200) % 10,
+                      torch.rand(100, 1, 8, 8, generator=g), torch.arange(100) % 10, 10)
+
+    monkeypatch.setitem(LOADERS, "fmnist", fetching)
+    exp = load_experiment("fmnist", {"dataset.root": str(tmp_path / "data")})
+    threads = [threading.Thread(target=load_data, args=(exp, "cpu", True)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    (a0, a1), (b0, b1) = sorted(spans)
+    assert len(spans) == 2 and b0 >= a1  # one after the other
+    assert (tmp_path / "data" / ".tune_unlearn-download.lock").is_file()

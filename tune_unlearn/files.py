@@ -1,8 +1,9 @@
 """Small file helpers shared by the command line and the cache, free of torch: the cache
-directory, atomic writes, progress lines on stderr."""
+directory, atomic writes, a lock between processes, progress lines on stderr."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -31,6 +32,24 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+@contextlib.contextmanager
+def exclusive(lock_file: Path):
+    """Hold an exclusive advisory lock on `lock_file` (created if missing) for the block: other
+    processes (or threads) asking for it wait. A no-op where the system has no flock."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def write_json(path: str | Path, obj) -> None:

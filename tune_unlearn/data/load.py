@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..files import exclusive
 from .forget_rules import Split, make_split, stamp, training_set, triggered_positions
 from .loaders import LOADERS, dataset_root, missing_data
 from .parts import FolderPart, Part, Relabeled, TensorPart
@@ -107,8 +108,12 @@ def load_data(exp: Experiment, device: torch.device | str = "cpu", download: boo
     if spec.name not in LOADERS:
         return _load_folder(exp, root, device, channels_last)
     if root is not None and download:
-        root.mkdir(parents=True, exist_ok=True)
-    arrays = LOADERS[spec.name](root, download, spec)
+        # One download at a time into a folder: searches (or a cluster's nodes) sharing it would
+        # otherwise write the same archive at once; who comes second finds it there and checked.
+        with exclusive(root / ".tune_unlearn-download.lock"):
+            arrays = LOADERS[spec.name](root, download, spec)
+    else:
+        arrays = LOADERS[spec.name](root, download, spec)
     split = make_split(arrays.y_train, exp.forget, arrays.num_classes)
     x_train, y_train = training_set(arrays.x_train.to(device), arrays.y_train.to(device), split, exp.forget)
     mean = x_train.mean(dim=(0, 2, 3), keepdim=True)
