@@ -18,7 +18,8 @@ import pytest
 
 from conftest import search_args, space_file
 from tune_unlearn.errors import UserError
-from tune_unlearn.search.cluster import Node, alive_nodes, concurrency, remote_task, run_tasks, task_cpus
+from tune_unlearn.search.cluster import (Node, alive_nodes, concurrency, nodes_that_work, remote_task, run_tasks,
+                                        task_cpus)
 from tune_unlearn.search.progress import ResourceWatch
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,6 +45,12 @@ def test_trials_and_tasks_are_sized_per_node():
     assert task_cpus(nodes, gpu=False, groups=1) == 4  # one group: the largest node, not 8 over two nodes
     assert task_cpus(nodes, gpu=False, groups=4) == 2  # four groups share the 8 CPUs
     assert task_cpus(alive_nodes([{"Resources": {"CPU": 2.0}}]), gpu=False, groups=4) == 1
+
+    # The data check covers the nodes that run work: a CPU-only head of a GPU cluster runs none
+    head, gpu_worker, cpu_worker = Node("h", "x", 4, 0), Node("g", "y", 4, 1), Node("c", "z", 2, 0)
+    assert nodes_that_work([head, gpu_worker], 1, 0.25) == [gpu_worker]
+    assert nodes_that_work([head, gpu_worker], 1, 0) == [head, gpu_worker]  # CPU trials on both; tasks on the GPU
+    assert nodes_that_work([head, cpu_worker], 3, 0) == [head, cpu_worker]  # the small node still runs tasks
 
 
 def test_trials_that_cannot_start_stop_the_search_after_the_timeout():

@@ -149,15 +149,25 @@ def _get(ref):
         raise
 
 
+def nodes_that_work(nodes: list[Node], cpus: float, gpus: float) -> list[Node]:
+    """The nodes the search can put work on: those that fit a trial (`cpus` and `gpus` each),
+    and those that fit a reference or held-out task (a node with a whole GPU when the cluster
+    has one, else any node with CPUs). A CPU-only head of a GPU cluster runs none."""
+    gpu_cluster = any(n.gpus >= 1 for n in nodes)
+    return [n for n in nodes
+            if trial_slots(n, cpus, gpus) > 0 or (n.gpus >= 1 if gpu_cluster else n.cpus > 0)]
+
+
 def check_data_on_nodes(plan, download: bool, nodes: list[Node], timeout: float) -> None:
-    """Load the search's data set on every node that can run work (with --download, fetch it
-    there first); a UserError naming the node where it is missing, or the nodes whose copies
-    differ (their fingerprints). Trials and reference tasks load the data on the node they
-    run on; this finds a node without it before hours of work, not in every trial there."""
+    """Load the search's data set on every node that can run work (nodes_that_work; with
+    --download, fetch it there first); a UserError naming the node where it is missing, or the
+    nodes whose copies differ (their fingerprints). Trials and reference tasks load the data on
+    the node they run on; this finds a node without it before hours of work, not in every trial
+    there. Nodes that run no work need no data."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     task = remote_task(node_data, num_cpus=0, max_calls=1)
-    working = [n for n in nodes if n.cpus > 0]
+    working = nodes_that_work(nodes, plan.cpus_per_trial, plan.gpus_per_trial or 0.0)
     answers = task_results([task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n.node_id, soft=False))
                             .remote(plan.experiment, download) for n in working], "the data check", timeout)
     seen: dict[str, Node] = {}
