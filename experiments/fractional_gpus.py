@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
+import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tune_unlearn.files import write_json  # noqa: E402
+from search_overhead import timed  # noqa: E402  (beside this script: runs and times one search)
 from tune_unlearn.search.results import TIMINGS_FILE, load_run  # noqa: E402
 
 
@@ -33,11 +33,7 @@ def one_search(share: float, extra: list[str], storage: Path) -> dict:
     name = f"gpus-{share:g}"
     command = [sys.executable, "-m", "tune_unlearn.search", "--gpus-per-trial", f"{share:g}", "--sampler", "random",
                "--seed", "0", "--holdout", "none", "--storage-path", str(storage), "--name", name, *extra]
-    started = time.perf_counter()
-    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    if out.returncode:
-        sys.exit(f"{' '.join(command)} failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    wall, _ = timed(command, dict(os.environ))
     run_dir = storage / name
     phases = json.loads((run_dir / TIMINGS_FILE).read_text())["wall_s"]
     record = load_run(run_dir)

@@ -6,6 +6,7 @@ Nothing here downloads unless asked (`download=True`, the CLI's `--download`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,12 +108,10 @@ def load_data(exp: Experiment, device: torch.device | str = "cpu", download: boo
     channels_last = True  # batches in the memory format Runtime.prepare gives every network
     if spec.name not in LOADERS:
         return _load_folder(exp, root, device, channels_last)
-    if root is not None and download:
-        # One download at a time into a folder: searches (or a cluster's nodes) sharing it would
-        # otherwise write the same archive at once; who comes second finds it there and checked.
-        with exclusive(root / ".tune_unlearn-download.lock"):
-            arrays = LOADERS[spec.name](root, download, spec)
-    else:
+    # One download at a time into a folder: searches (or a cluster's nodes) sharing it would
+    # otherwise write the same archive at once; who comes second finds it there and checked.
+    downloading = root is not None and download
+    with exclusive(root / ".tune_unlearn-download.lock") if downloading else contextlib.nullcontext():
         arrays = LOADERS[spec.name](root, download, spec)
     split = make_split(arrays.y_train, exp.forget, arrays.num_classes)
     x_train, y_train = training_set(arrays.x_train.to(device), arrays.y_train.to(device), split, exp.forget)

@@ -58,7 +58,8 @@ def run_search(options: SearchOptions) -> Path:
     run_dir = existing_run(options)
     resuming = run_dir is not None
     if resuming:
-        plan = Plan.from_json(json.loads((run_dir / SEARCH_FILE).read_text()), run_dir)
+        first_start = json.loads((run_dir / SEARCH_FILE).read_text())
+        plan = Plan.from_json(first_start, run_dir)
         if options.sampler and options.sampler != plan.sampler:
             raise UserError(f"{run_dir} was searched with --sampler {plan.sampler}; a resume continues that study "
                             "(drop --sampler, or start a new search)")
@@ -93,8 +94,7 @@ def run_search(options: SearchOptions) -> Path:
     else:
         refs, trial_refs = prepare_references(plan, nodes, options.download, local, options.resource_timeout)
         if resuming:
-            check_same_references(json.loads((run_dir / SEARCH_FILE).read_text()), refs, run_dir)
-        plan.run_dir.mkdir(parents=True, exist_ok=True)
+            check_same_references(first_start, refs, run_dir)
         pin_references(plan.run_dir, refs, trial_refs)
     clock.lap("references")
     baselines = refs["baselines"]

@@ -59,7 +59,7 @@ def check_same_references(saved: dict, summary: dict, run_dir: Path) -> None:
         return json.dumps({split: {"original": b["original"]["objective"], "retrained": b["retrained"]["objectives"]}
                            for split, b in baselines.items()}, sort_keys=True, default=str)
 
-    if scores(saved["baselines"]) != scores(json.loads(json.dumps(summary["baselines"], default=str))):
+    if scores(saved["baselines"]) != scores(summary["baselines"]):
         raise UserError(f"the references prepared for this resume differ from those {run_dir} started with (its "
                         "cached models were lost and trained again, or come from another machine): its finished "
                         "trials were scored against other models; restore the cache, or start a new search")

@@ -82,8 +82,7 @@ def train_reference(exp: Experiment, data: ExperimentData, runtime: Runtime, rol
                 if forecast.epochs_seen == 1:
                     forecast.first_epoch_s = clock.elapsed
                 if forecast.epochs_seen == 2 or total == 1:
-                    steady = clock.elapsed - forecast.first_epoch_s if total > 1 else 0.0
-                    per_model = forecast.first_epoch_s + steady * (total - 1)
+                    per_model = forecast.first_epoch_s + (clock.elapsed - forecast.first_epoch_s) * (total - 1)
                     log(f"first epochs in {clock.elapsed:.2f} s: about {per_model:.0f} s per model, "
                         f"{per_model * forecast.untrained:.0f} s for the {forecast.untrained} model(s) to train here")
                     forecast.untrained = 0
