@@ -5,6 +5,7 @@
     tune-unlearn compare --experiment fmnist --seeds 0 1 2
     tune-unlearn export runs/<name>
     tune-unlearn report runs/<name>
+    tune-unlearn benchmark --experiment digits_mislabeled --methods all --trials 20
 
 Each sub-command is the module of the same name in commands/. `python -m tune_unlearn.search`
 stays the search's other name; the others were `python -m tune_unlearn.run` and so on until
@@ -25,6 +26,7 @@ COMMANDS = {
     "compare": "every method side by side, on several forget sets, against the retrained reference",
     "export": "read a search's results and export them (results.csv, best_config.yaml, top<N>)",
     "report": "the report of a search: tables and pictures in one page that opens offline",
+    "benchmark": "every method tuned at the same budget, judged on the same held-out requests, in one leaderboard",
 }
 
 

@@ -49,6 +49,12 @@ class Request:
             parts.append(f"train{values['train.seed']}")
         return "_".join(parts) or "base"
 
+    @property
+    def spec(self) -> str:
+        """The command line's KEY=VALUE[,KEY=VALUE] (what parse_request reads back)."""
+        short = {target: key for key, target in KEYS.items()}
+        return ",".join(f"{short[k]}={'+'.join(map(str, v)) if isinstance(v, list) else v}" for k, v in self.overrides)
+
     def experiment(self, base: Experiment) -> Experiment:
         """The base experiment with this request's keys, validated (a UserError names the request)."""
         try:

@@ -82,9 +82,14 @@ def _read_history(trial_dir: Path) -> list[dict]:
     out = []
     for line in path.read_text().splitlines():
         try:
-            out.append(json.loads(line))
+            report = json.loads(line)
         except ValueError:  # a line cut short by a kill
             continue
+        # A trial whose final report Tune logged but whose end it had not saved when the driver
+        # was interrupted reports its final_result.json again on the resume: the same report twice.
+        if report.get("final") == 1 and any(r.get("final") == 1 for r in out):
+            continue
+        out.append(report)
     return out
 
 
