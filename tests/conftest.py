@@ -96,18 +96,20 @@ def search_args(tmp_path, cache, name, *more, experiment="digits"):
     """A search's flags on tiny data; without held-out requests unless `more` names some (each
     would train its own references)."""
     holdout = [] if "--holdout" in more else ["--holdout", "none"]
+    reseeds = [] if "--reseeds" in more else ["--reseeds", "1"]  # finished_search runs its best again
     return ["--storage-path", str(tmp_path / "runs"), "--name", name, "--cache-dir", str(cache),
-            *tiny_args(experiment), *holdout, *more]
+            *tiny_args(experiment), *holdout, *reseeds, *more]
 
 
 @pytest.fixture(scope="session")
 def finished_search(ray_address, tmp_path_factory, session_cache):
     """A finished three-trial search of the selective method on the tiny default experiment
-    (10% of the labels wrong)."""
+    (10% of the labels wrong); its two best run again with a second unlearning seed."""
     from tune_unlearn.commands import search
 
     tmp = tmp_path_factory.mktemp("search")
-    args = ["--space", space_file(tmp), *search_args(tmp, session_cache, "fifo", experiment="digits_mislabeled")]
+    args = ["--space", space_file(tmp), *search_args(tmp, session_cache, "fifo", "--reseeds", "2", "--reseed-top", "2",
+                                                     experiment="digits_mislabeled")]
     assert search.main(args) == 0
     return tmp / "runs" / "fifo"
 

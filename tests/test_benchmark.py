@@ -8,6 +8,7 @@ import pytest
 
 from conftest import tiny_args
 from tune_unlearn.commands.benchmark import main
+from tune_unlearn.evaluation.objective import Weights
 
 
 @pytest.mark.parametrize("extra,message", [
@@ -34,26 +35,28 @@ def test_a_rerun_must_ask_what_the_benchmark_started_with(tmp_path, capsys):
     assert "started with trials 20, not 5" in capsys.readouterr().err
 
 
-def test_every_method_gets_the_same_requests(tmp_path):
-    """selective's own space tunes on two requests and holds out two others; finetune's on the
-    experiment's own. In a benchmark both get the same: the experiment's request, and held out
-    the search's default."""
-    from tune_unlearn.commands.benchmark import check_passthrough, plan_searches, with_common_requests
+def test_every_method_gets_the_same_requests_and_objective(tmp_path):
+    """selective's own space tunes on two requests and holds out two others, finetune's on the
+    experiment's own; gc's weighs leakage instead of MIA. In a benchmark all get the same: the
+    experiment's request, held out the search's default, and the default objective."""
+    from tune_unlearn.commands.benchmark import check_passthrough, plan_searches, with_common_settings
 
     given = tiny_args("digits_mislabeled")
-    passthrough = with_common_requests(given, check_passthrough(given), "selective", tmp_path)
-    assert passthrough[len(given):] == ["--requests", "seed=0", "--holdout", "seed=1", "seed=2", "seed=0,train_seed=1"]
-    plans = plan_searches(["selective", "finetune"], 2, tmp_path, passthrough)
+    passthrough = with_common_settings(given, check_passthrough(given), "selective", tmp_path)
+    assert passthrough[len(given):len(given) + 6] == ["--requests", "seed=0", "--holdout", "seed=1", "seed=2",
+                                                      "seed=0,train_seed=1"]
+    plans = plan_searches(["selective", "finetune", "gc"], 2, tmp_path, passthrough)
     for plan in plans.values():
         assert [r.label for r in plan.requests] == ["seed0"]
         assert [r.label for r in plan.holdout] == ["seed1", "seed2", "seed0_train1"]
-        assert plan.num_samples == 2
-    assert {p.run_dir for p in plans.values()} == {tmp_path / "selective", tmp_path / "finetune"}
+        assert plan.num_samples == 2 and plan.weights == Weights()  # gc's space weighs leakage, not MIA
+    assert {p.run_dir for p in plans.values()} == {tmp_path / n for n in ("selective", "finetune", "gc")}
     # what the user names is kept, for every method
-    given = [*given, "--requests", "seed=3", "seed=4"]
-    passthrough = with_common_requests(given, check_passthrough(given), "selective", tmp_path)
-    plans = plan_searches(["selective", "finetune"], 2, tmp_path, passthrough)
+    given = [*given, "--requests", "seed=3", "seed=4", "--weight", "mia=0.5"]
+    passthrough = with_common_settings(given, check_passthrough(given), "selective", tmp_path)
+    plans = plan_searches(["selective", "finetune", "gc"], 2, tmp_path, passthrough)
     assert all([r.label for r in p.holdout] == ["seed5", "seed6", "seed3_train1"] for p in plans.values())
+    assert all(p.weights == Weights(mia=0.5) for p in plans.values())
 
 
 def read(path):
@@ -65,7 +68,7 @@ def read(path):
 def test_benchmark_end_to_end_and_resumed(ray_address, tmp_path, session_cache, capsys):
     out = tmp_path / "bench"
     args = ["--methods", "finetune", "ssd", "--trials", "2", "--per-example", "6", "--out", str(out),
-            "--cache-dir", str(session_cache), "--holdout", "seed=1", "--holdout-top", "1",
+            "--cache-dir", str(session_cache), "--holdout", "seed=1", "--holdout-top", "1", "--reseeds", "2",
             *tiny_args("digits_mislabeled")]
     assert main(args) == 0
     printed = capsys.readouterr()
@@ -78,6 +81,7 @@ def test_benchmark_end_to_end_and_resumed(ray_address, tmp_path, session_cache, 
         assert r["holdout_objective"] and r["defaults_holdout_objective"] and r["forget_true_acc"]
         assert r["forget_quality"] and r["lira_auc"] and float(r["cost_pct"]) > 0
         assert "original" in r["verdict"]
+        assert r["tuning_objective_seeds_sd"]  # the best of each search was chosen on two unlearning seeds
     objectives = [float(r["holdout_objective"]) for r in methods]
     assert objectives == sorted(objectives, reverse=True)
     page = (out / "leaderboard.html").read_text()

@@ -61,7 +61,7 @@ def test_the_installed_package_lists_and_searches_from_another_folder(installed,
     assert listed.returncode == 0, listed.stderr
     assert "digits_mislabeled" in listed.stdout and "selective" in listed.stdout
     search = run_installed(target, tmp_path, "-m", "tune_unlearn.search", "--space", "default", "--num-samples", "1",
-                           "--requests", "seed=0", "--holdout", "none", "--exp-set", "model.width=4",
+                           "--requests", "seed=0", "--holdout", "none", "--reseeds", "1", "--exp-set", "model.width=4",
                            "--exp-set", "train.epochs=2", "--cache-dir", str(tmp_path / "cache"),
                            "--storage-path", str(tmp_path / "runs"), "--name", "wheel")
     assert search.returncode == 0, search.stdout[-2000:] + search.stderr[-2000:]

@@ -79,7 +79,7 @@ def test_search_runs_every_trial_reports_finite_objectives_and_exports(finished_
     assert len(pids) <= 2 < len(rows)  # trial actors are reused: no new process per trial
     timings = json.loads((run_dir / "timings.json").read_text())  # where the search's time went
     for figures in timings.values():
-        assert set(figures) == {"plan", "ray_start", "references", "tuner", "trials", "holdout", "export", "summary",
+        assert set(figures) == {"plan", "ray_start", "references", "tuner", "trials", "reseed", "holdout", "export", "summary",
                                 "ray_stop"}
         assert all(v >= 0 for v in figures.values())
     best = yaml.safe_load((run_dir / "best_config.yaml").read_text())

@@ -94,22 +94,28 @@ def check_passthrough(passthrough: list[str]) -> argparse.Namespace:
     return args
 
 
-def with_common_requests(passthrough: list[str], args: argparse.Namespace, method: str, out: Path) -> list[str]:
-    """The search options with --requests and --holdout made explicit, the same for every method:
-    without them each method's own space could choose its own (selective's tunes on two). By
-    default: the experiment's own request, and held out the search's default (the next two forget
-    seeds or classes and another original model)."""
+def with_common_settings(passthrough: list[str], args: argparse.Namespace, method: str, out: Path) -> list[str]:
+    """The search options with the requests, the held-out requests and the objective made
+    explicit, the same for every method: without them each method's own space could choose its
+    own (selective's tunes on two requests, gc's weighs leakage instead of MIA). By default: the
+    experiment's own request; held out, the search's default (the next two forget seeds or
+    classes and another original model); the default objective with the user's --weight."""
     from ..data.requests import base_request, default_holdout
+    from ..evaluation.objective import Weights
     from ..search.plan import make_plan
+    from .arguments import parse_weights
 
-    if args.requests and args.holdout is not None:
-        return passthrough
-    probe = [*passthrough, *(["--holdout", "none"] if args.holdout is None else [])]
-    plan = make_plan(search_command.parse_options(search_argv(method, 1, out, probe)))
-    tuning = plan.requests if args.requests else [base_request(plan.experiment)]
-    extra = [] if args.requests else ["--requests", *(r.spec for r in tuning)]
-    if args.holdout is None:
-        extra += ["--holdout", *(r.spec for r in default_holdout(tuning, plan.experiment))]
+    extra = []
+    if not (args.requests and args.holdout is not None):
+        probe = [*passthrough, *(["--holdout", "none"] if args.holdout is None else [])]
+        plan = make_plan(search_command.parse_options(search_argv(method, 1, out, probe)))
+        tuning = plan.requests if args.requests else [base_request(plan.experiment)]
+        extra += [] if args.requests else ["--requests", *(r.spec for r in tuning)]
+        if args.holdout is None:
+            extra += ["--holdout", *(r.spec for r in default_holdout(tuning, plan.experiment))]
+    weights = parse_weights(args.weight)
+    for name in Weights.names():  # given after the user's, so that a space's own weights give way too
+        extra += ["--weight", f"{name}={getattr(weights, name):g}"]
     return [*passthrough, *extra]
 
 
@@ -137,7 +143,7 @@ def plan_searches(methods: list[str], trials: int, out: Path, passthrough: list[
         for what, value in fairness(plan).items():
             if value != fairness(first)[what]:
                 raise UserError(f"method {method!r}'s space gives other {what} ({value}) than {first_method!r}'s "
-                                f"({fairness(first)[what]}); set them for all with --requests, --holdout, --weight")
+                                f"({fairness(first)[what]}); set them for all (--experiment, --aggregate)")
     return plans
 
 
@@ -233,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     methods = choose_methods(args.methods)
     out = Path(args.out or f"runs/benchmark-{Path(search_args.experiment or 'default').stem}").expanduser().resolve()
     state = load_state(out, passthrough, args.trials, args.per_example)
-    passthrough = with_common_requests(passthrough, search_args, methods[0], out)
+    passthrough = with_common_settings(passthrough, search_args, methods[0], out)
     plans = plan_searches(methods, args.trials, out, passthrough)
     out.mkdir(parents=True, exist_ok=True)
     state["methods"] = methods

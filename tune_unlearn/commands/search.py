@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how the requests' objectives make one: mean (default) or worst")
     p.add_argument("--holdout-top", type=int, metavar="K",
                    help="how many of the best configurations run on the held-out requests (default: the space's, 3)")
+    p.add_argument("--reseeds", type=int, default=3, metavar="S",
+                   help="after the trials, run the best configurations again so that each has S unlearning seeds in "
+                        "all (seed 0 is the trial's own run), and choose the best on their mean; 1: on the trials' "
+                        "single runs (default: 3)")
+    p.add_argument("--reseed-top", type=int, default=3, metavar="K",
+                   help="how many of the best trials --reseeds runs again (default: 3)")
     p.add_argument("--top", type=int, default=5, help="rows of the final table (default: 5)")
     add_experiment_args(p, default_experiment=None)
     return p
@@ -90,7 +96,8 @@ def parse_options(argv: list[str] | None = None) -> SearchOptions:
         name=args.name, resume=args.resume, address=args.address, resource_timeout=args.resource_timeout,
         dashboard=args.dashboard, mlflow=args.mlflow, requests=tuple(args.requests or ()),
         holdout=None if args.holdout is None else tuple(args.holdout), aggregate=args.aggregate,
-        holdout_top=args.holdout_top, top=args.top, cache_dir=args.cache_dir, original=args.original,
+        holdout_top=args.holdout_top, reseeds=args.reseeds, reseed_top=args.reseed_top, top=args.top,
+        cache_dir=args.cache_dir, original=args.original,
         download=args.download)
 
 

@@ -130,14 +130,22 @@ def run_search(options: SearchOptions) -> Path:
     from .export import export_run
     from .summary import summary
 
-    # Exported before the held-out phase too, so that results.csv and best_config.yaml exist
-    # whatever happens to it; then again with its results.
+    # Exported after the trials, so that results.csv and best_config.yaml exist whatever happens
+    # to the phases after them; then again with each phase's results. The searcher never sees a
+    # number of these phases: Tune has finished.
     record = export_run(plan.run_dir, top=options.top)
     clock.lap("export")
-    if plan.holdout and record.ranked():  # after Tune has finished: the searcher never sees a held-out number
+    gpu = any(n.gpus >= 1 for n in nodes)
+    if plan.reseeds > 1 and record.ranked():
+        from .reseed import run_reseeds
+
+        run_reseeds(plan, record, trial_refs, gpu, local, options.resource_timeout)
+        record = export_run(plan.run_dir, top=options.top)
+    clock.lap("reseed")
+    if plan.holdout and record.ranked():
         from .holdout import run_holdout
 
-        run_holdout(plan, record, trial_refs, any(n.gpus >= 1 for n in nodes), local, options.resource_timeout)
+        run_holdout(plan, record, trial_refs, gpu, local, options.resource_timeout)
         record = export_run(plan.run_dir, top=options.top)
     clock.lap("holdout")
     print(summary(record, plan.run_dir, top=options.top, started=started), flush=True)

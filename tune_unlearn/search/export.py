@@ -28,6 +28,8 @@ def _row(record: RunRecord, t: TrialRecord) -> dict:
                 if k not in OPTIONAL_COMPONENTS})
     row.update({k: t.result[k] for k in (*OPTIONAL_KEYS, *OPTIONAL_COMPONENTS, *OPTIONAL_TEST_COLUMNS)
                 if k in t.result})
+    over = record.over_seeds(t.trial_id) or {}
+    row["objective_seeds_mean"], row["objective_seeds_sd"] = over.get("mean"), over.get("sd")
     row["iterations"] = len(t.history) or t.result.get("training_iteration")
     row.update({k: v for k, v in t.result.items() if k not in row and k not in skip and not k.startswith("train_")})
     return row
@@ -123,6 +125,8 @@ def run_config_of(record: RunRecord, t: TrialRecord) -> dict:
         "test_metrics": test_metrics_of(t.result),
         "result": {
             "trial_id": t.trial_id, "run_dir": str(record.run_dir), "objective": t.result["objective"],
+            # the objective with other unlearning seeds (seed 0 first: this run's), where run
+            "over_seeds": record.over_seeds(t.trial_id),
             "components": {k: t.result[k] for k in COMPONENT_MODES if k in t.result},
             "reference": s.get("reference"), "reference_test": s.get("reference_test"),
             "original": s.get("original_model"), "original_objective": s.get("original_objective"),

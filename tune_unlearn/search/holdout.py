@@ -7,17 +7,15 @@ whether tuning paid. The best configuration is chosen on the tuning requests alo
 held-out scores are reported beside the tuning ones and never used to choose (that would be
 tuning on them), and they never reach the searcher: they are computed after Tune has finished.
 
-Each of the `holdout_top` best finished trials (by the tuning objective) and the defaults run
+Each of the `holdout_top` best finished trials (by the tuning objective, its mean over seeds
+where reseed.py ran it again) and the defaults run
 once per held-out request, seed 0 as in the trials, from that request's cached references, and
 are scored on its test split (the validation split's objective is kept too). A configuration's
 held-out objective aggregates its test objectives over the held-out requests like the tuning
 objective aggregates the tuning requests'. Results are written after every run, keyed by the
 hyperparameters and the request, so an interrupted or repeated search never runs one twice; the
 defaults share the runs of a trial with the same hyperparameters.
-
-On a local machine without a GPU the runs happen in the search's process (a Ray task would
-import torch and load the data again); on a GPU or a cluster, in one Ray task. Either way the
-references come from the driver, not from a cache on the node.
+Where the runs happen: reruns.py.
 """
 
 from __future__ import annotations
@@ -25,37 +23,27 @@ from __future__ import annotations
 import json
 import statistics
 
-from ..errors import Diverged
 from ..evaluation.objective import aggregate
 from ..evaluation.references import digest
 from ..files import atomic_write_text
-from ..methods import get_method
 from .plan import Plan
+from .reruns import hparams_of, run_all
 from .results import HOLDOUT_FILE, RunRecord
-
-# A held-out run's test-split numbers kept beside its objectives
-KEPT_METRICS = ("retain_acc", "forget_acc", "forget_true_acc", "test_acc", "forget_test_acc", "asr", "mia", "cost", "macs",
-                "steps", "time_s")
 
 
 def candidates(plan: Plan, record: RunRecord) -> list[dict]:
     """The `holdout_top` best finished trials and the defaults: name, trial id, hyperparameters
     and the tuning objectives (the defaults': those of a finished trial that ran them, as the
     search's first trial does when the space holds them; else None)."""
-    method = get_method(plan.method)
-    defaults = plan.experiment.method_defaults.get(plan.method, {})
-
-    def hparams_of(t) -> dict:
-        return method.resolve(defaults, plan.space.fixed, t.config)
-
     def tuning_of(t) -> dict:
         return {"objective": t.result["objective"], "test_objective": t.result.get("test_objective")}
 
-    out = [{"name": f"rank {rank}", "trial_id": t.trial_id, "rank": rank, "hparams": hparams_of(t), "tuning": tuning_of(t)}
-           for rank, t in enumerate(record.ranked()[:plan.holdout_top], 1)]
-    hparams = method.resolve(defaults, plan.space.fixed, {})
+    out = [{"name": f"rank {rank}", "trial_id": t.trial_id, "rank": rank, "hparams": hparams_of(plan, t.config),
+            "tuning": tuning_of(t)} for rank, t in enumerate(record.ranked()[:plan.holdout_top], 1)]
+    hparams = hparams_of(plan, {})
     same = next((c for c in out if c["hparams"] == hparams), None)
-    ran = same["tuning"] if same else next((tuning_of(t) for t in record.finished if hparams_of(t) == hparams), None)
+    ran = same["tuning"] if same else next((tuning_of(t) for t in record.finished if hparams_of(plan, t.config) == hparams),
+                                           None)
     out.append({"name": "defaults", "trial_id": None, "rank": None, "hparams": hparams,
                 "same_as": same["trial_id"] if same else None, "tuning": ran})
     return out
@@ -63,36 +51,6 @@ def candidates(plan: Plan, record: RunRecord) -> list[dict]:
 
 def run_key(hparams: dict, label: str) -> str:
     return f"{digest(hparams)}/{label}"
-
-
-def summarize(result) -> dict:
-    """What holdout.json keeps of one run (a pipeline.RunResult)."""
-    return {"objective": result.objective, "test_objective": result.test_objective,
-            "test_components": result.test_components,
-            "test_metrics": {k: result.test_metrics[k] for k in KEPT_METRICS if result.test_metrics.get(k) is not None}}
-
-
-def holdout_runs(plan: Plan, todo: list[tuple[str, dict, str]], references: dict, on_result=None) -> dict:
-    """Run each (key, hyperparameters, request label) in `todo` in this process, from the
-    requests' `references` (label -> References for trials) and the data on this node: key ->
-    result (or {"error": ...} for a run that diverged). `on_result(key, result)` after each."""
-    from ..pipeline import prepare_with, run_method
-    from ..runtime import make_runtime
-
-    runtime = make_runtime("auto")
-    experiments = dict(plan.holdout_experiments())
-    prepared, out = {}, {}
-    for key, hparams, label in todo:
-        if label not in prepared:  # one request's data at a time
-            prepared = {label: prepare_with(experiments[label], runtime, references[label])}
-        try:
-            result = summarize(run_method(prepared[label], plan.method, hparams, plan.weights, 0, leakage=plan.leakage))
-        except Diverged as exc:
-            result = {"error": f"diverged: {exc}"}
-        out[key] = result
-        if on_result:
-            on_result(key, result)
-    return out
 
 
 def run_holdout(plan: Plan, record: RunRecord, references: dict, gpu: bool, local: bool, timeout: float) -> dict:
@@ -109,7 +67,7 @@ def run_holdout(plan: Plan, record: RunRecord, references: dict, gpu: bool, loca
             key = run_key(c["hparams"], label)
             if key not in planned:
                 planned.add(key)
-                todo.append((key, c["hparams"], label))
+                todo.append((key, c["hparams"], label, 0))
 
     def write() -> dict:
         content = holdout_content(plan, record, configs, labels, results)
@@ -119,15 +77,8 @@ def run_holdout(plan: Plan, record: RunRecord, references: dict, gpu: bool, loca
     if todo:
         print(f"held-out requests {', '.join(labels)}: running the {len(configs) - 1} best configurations and the "
               f"defaults ({len(todo)} runs; test split)", flush=True)
-        held = {label: references[label] for label in labels}
-        if local and not gpu:
-            holdout_runs(plan, todo, held, on_result=lambda key, result: (results.__setitem__(key, result), write()))
-        else:
-            from .cluster import remote_task, run_tasks
-
-            task = remote_task(holdout_runs, num_cpus=1, num_gpus=1 if gpu else 0, max_calls=1)
-            [done] = run_tasks(task, [(plan, todo, held)], f"the held-out runs (1 CPU{' + 1 GPU' if gpu else ''})", timeout)
-            results.update(done)
+        run_all(plan, todo, references, dict(plan.holdout_experiments()), gpu, local, timeout, "the held-out runs",
+                on_result=lambda key, result: (results.__setitem__(key, result), write()))
     return write()
 
 

@@ -49,6 +49,8 @@ class SearchOptions:
     holdout: tuple[str, ...] | None = None  # None: the space's or the default; ("none",) or (): none
     aggregate: str | None = None
     holdout_top: int | None = None
+    reseeds: int = 3  # the best run with this many unlearning seeds in all; the best chosen on their mean
+    reseed_top: int = 3  # how many of the best
     top: int = 5
     cache_dir: str | None = None
     original: str | None = None  # a checkpoint to use as the original model
@@ -58,7 +60,8 @@ class SearchOptions:
         """Refuse, in one line, what no search can do; what needs the space or the experiment is
         checked by plan.make_plan."""
         positive = {"--num-samples": self.num_samples, "--max-concurrent": self.max_concurrent,
-                    "--holdout-top": self.holdout_top, "--top": self.top}
+                    "--holdout-top": self.holdout_top, "--top": self.top, "--reseeds": self.reseeds,
+                    "--reseed-top": self.reseed_top}
         for flag, value in positive.items():
             if value is not None and value < 1:
                 raise UserError(f"{flag} must be >= 1, got {value}")

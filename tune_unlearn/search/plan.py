@@ -50,6 +50,10 @@ class Plan:
     holdout: list[Request] = field(default_factory=list)
     aggregate: str = "mean"
     holdout_top: int = 3
+    # The best configurations run again with unlearning seeds 1..reseeds-1 before the export,
+    # and the best is chosen on the mean (reseed.py); 1: on the trials' own single runs.
+    reseeds: int = 1
+    reseed_top: int = 3
 
     def tuning_experiments(self) -> list[tuple[str, Experiment]]:
         """(label, experiment) of every request the search tunes on."""
@@ -88,7 +92,8 @@ class Plan:
             "report_every_epoch": self.report_every_epoch,
             "requests": [{"label": r.label, "overrides": dict(r.overrides)} for r in self.requests],
             "holdout": [{"label": r.label, "overrides": dict(r.overrides)} for r in self.holdout],
-            "aggregate": self.aggregate, "holdout_top": self.holdout_top,
+            "aggregate": self.aggregate, "holdout_top": self.holdout_top, "reseeds": self.reseeds,
+            "reseed_top": self.reseed_top,
         }
 
     @classmethod
@@ -105,7 +110,8 @@ class Plan:
                    saved["multi_objective"], saved["cache_dir"], saved["original"], saved["cpus_per_trial"],
                    saved["gpus_per_trial"], run_dir, saved.get("leakage", False), saved.get("sampler", "tpe"),
                    saved.get("mlflow"), saved.get("report_every_epoch", True),  # older searches reported every epoch
-                   requests("requests"), requests("holdout"), saved.get("aggregate", "mean"), saved.get("holdout_top", 3))
+                   requests("requests"), requests("holdout"), saved.get("aggregate", "mean"), saved.get("holdout_top", 3),
+                   saved.get("reseeds", 1), saved.get("reseed_top", 3))  # older searches: chosen on one run
 
 
 def choose_space(options: SearchOptions) -> SearchSpace:
@@ -170,7 +176,8 @@ def make_plan(options: SearchOptions) -> Plan:
                 choose_sampler(options.sampler, options.multi_objective),
                 None if options.mlflow is None else options.mlflow or f"sqlite:///{run_dir / MLFLOW_FILE}",
                 options.report_every_epoch or options.scheduler == "asha", tuning, holdout,
-                options.aggregate or space.aggregate, options.holdout_top or space.holdout_top)
+                options.aggregate or space.aggregate, options.holdout_top or space.holdout_top, options.reseeds,
+                options.reseed_top)
 
 
 def absolute_root(exp: Experiment) -> Experiment:

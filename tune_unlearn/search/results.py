@@ -19,6 +19,7 @@ SEARCH_FILE = "search.json"  # written by search.py: the search's settings and r
 STUDY_FILE = "optuna.db"  # the search's Optuna study (SQLite; study.py)
 TIMINGS_FILE = "timings.json"  # wall time of each phase of the search's last session (driver.Phases)
 HOLDOUT_FILE = "holdout.json"  # the best configurations on the held-out requests (holdout.py)
+RESEED_FILE = "reseeds.json"  # the best configurations with other unlearning seeds (reseed.py)
 MLFLOW_FILE = "mlflow.db"  # the search's own MLflow store, with --mlflow and no URI (tracking.py)
 # A trial's test-split columns (trainable.test_columns), beside the validation metrics
 TEST_COLUMNS = ("test_acc", "forget_test_acc", "test_mia", "test_mia_cv_acc", "test_objective")
@@ -61,7 +62,28 @@ class RunRecord:
         return len(done) < self.search["num_samples"]
 
     def ranked(self) -> list[TrialRecord]:
-        return sorted(self.finished, key=lambda t: -t.result["objective"])
+        """Finished trials, best first: those run with several seeds by their mean objective,
+        then those run once by their objective, then those that diverged on another seed."""
+        seeded = (self.reseeds or {}).get("trials", {})
+
+        def order(t: TrialRecord) -> tuple:
+            r = seeded.get(t.trial_id) or {}
+            if r.get("failed"):
+                return (2, -t.result["objective"])
+            return (0, -r["mean"]) if r.get("mean") is not None else (1, -t.result["objective"])
+
+        return sorted(self.finished, key=order)
+
+    @cached_property
+    def reseeds(self) -> dict | None:
+        """reseeds.json (reseed.py), or None where the best were not run with other seeds."""
+        path = self.run_dir / RESEED_FILE
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def over_seeds(self, trial_id: str) -> dict | None:
+        """A trial's objectives over unlearning seeds (objectives, mean, sd, failed), when it was
+        run again with other seeds."""
+        return (self.reseeds or {}).get("trials", {}).get(trial_id)
 
     @cached_property
     def holdout(self) -> dict | None:

@@ -50,7 +50,9 @@ def best_table(record: RunRecord, top: int) -> tuple[list[str], list[list[str]]]
     reference = (baselines or {}).get("test", {}).get("reference") or {}
     measures = [(k, label) for k, label in MEASURES if k in reference]
     holdout = record.holdout is not None
-    header = ["rank", "trial", "objective", "test obj.", *(["held-out obj."] if holdout else []),
+    seeds = len((record.reseeds or {}).get("seeds", []))
+    header = ["rank", "trial", "objective", *([f"obj. over {seeds} seeds"] if seeds else []), "test obj.",
+              *(["held-out obj."] if holdout else []),
               *(label for _, label in measures), "cost %", "MACs %", "steps", "time s", *record.params]
     rows = []
 
@@ -61,7 +63,8 @@ def best_table(record: RunRecord, top: int) -> tuple[list[str], list[list[str]]]
     for i, t in enumerate(record.ranked()[:top], 1):
         test = test_metrics_of(t.result)
         held = [fmt((record.holdout_of(t.trial_id) or {}).get("holdout_objective"), 3)] if holdout else []
-        rows.append([str(i), t.trial_id, fmt(t.result["objective"], 3), fmt(t.result.get("test_objective"), 3), *held,
+        over = [over_seeds_cell(record, t.trial_id)] if seeds else []
+        rows.append([str(i), t.trial_id, fmt(t.result["objective"], 3), *over, fmt(t.result.get("test_objective"), 3), *held,
                      *(fmt(test.get(k)) for k, _ in measures), fmt(percent(t.result, "cost"), 1),
                      fmt(percent(t.result, "macs"), 1), fmt(t.result.get("steps"), 0), fmt(t.result.get("time_s")),
                      *(fmt(t.config.get(p), 4) for p in record.params)])
@@ -69,15 +72,27 @@ def best_table(record: RunRecord, top: int) -> tuple[list[str], list[list[str]]]
         val, test = baselines["val"], baselines["test"]
         retrained = test["retrained"]["metrics"]
         held = holdout_baselines(record.holdout) if holdout else None
-        rows.append(["", f"retrained ({len(retrained)})", fmt_spread(val["retrained"]["objectives"], 3),
+        rows.append(["", f"retrained ({len(retrained)})", fmt_spread(val["retrained"]["objectives"], 3), *([""] if seeds else []),
                      fmt_spread(test["retrained"]["objectives"], 3), *([fmt_spread(held[1], 3)] if held else []),
                      *(fmt_spread([m.get(k) for m in retrained]) for k, _ in measures), "100.0", "100.0",
                      fmt(reference.get("steps"), 0), fmt_spread([m.get("time_s") for m in retrained]), *("" for _ in record.params)])
         original = test["original"]["metrics"]
-        rows.append(["", "original", fmt(val["original"]["objective"], 3), fmt(test["original"]["objective"], 3),
+        rows.append(["", "original", fmt(val["original"]["objective"], 3), *([""] if seeds else []),
+                     fmt(test["original"]["objective"], 3),
                      *([fmt(held[0], 3)] if held else []),
                      *(fmt(original.get(k)) for k, _ in measures), "0.0", "0.0", "0", "0.00", *("" for _ in record.params)])
     return header, rows
+
+
+def over_seeds_cell(record: RunRecord, trial_id: str) -> str:
+    """A trial's objective over unlearning seeds as the tables show it: mean ± sd, 'failed', or
+    '-' for a trial run once."""
+    over = record.over_seeds(trial_id)
+    if not over:
+        return "-"
+    if over.get("failed"):
+        return "failed"
+    return fmt_spread(over["objectives"], 3)
 
 
 def holdout_baselines(holdout: dict) -> tuple[float | None, list[float]]:
@@ -157,6 +172,10 @@ def summary(record: RunRecord, run_dir: Path, top: int = 5, started: float | Non
             lines.append(f"failed trial {t.trial_id}: {t.error}")
     if record.ranked():
         lines += ["", table(record, top)]
+        if record.reseeds:
+            seeds, again = len(record.reseeds["seeds"]), len(record.reseeds["trials"])
+            lines.append(f"ranked: the {again} best by their own run were run again with other unlearning seeds, and "
+                         f"go first by their mean over {seeds} seeds (obj. over {seeds} seeds, mean ± sd)")
         if record.holdout:
             holdout = record.holdout
             lines += ["", f"held-out requests (never tuned on; objective on each one's test split, {holdout['aggregate']} "
