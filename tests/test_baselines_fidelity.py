@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from tune_unlearn.data.parts import TensorPart
+from tune_unlearn.errors import UserError
 from tune_unlearn.data.load import load_data
 from tune_unlearn.data.experiment import load_experiment
 from tune_unlearn.methods import get_method
@@ -215,3 +216,21 @@ def test_scrub_sets_aside_a_share_of_the_forget_classes_samples_not_of_all_of_th
     # D_r without any sample of D_f's classes: nothing to compare with
     others = part("retain", torch.arange(100, len(labels)))
     assert set_aside(UnlearnData(others, forget, others, 10), 0.1) == (others, None)
+
+
+def test_asha_is_refused_for_scrub_while_it_rewinds(tmp_path):
+    """SCRUB returns the epoch it rewinds to, chosen after its last one: ASHA would judge trials
+    on states they never end with. Refused in one line, unless rewinding is fixed off."""
+    from conftest import space_file
+    from tune_unlearn.search.options import SearchOptions
+    from tune_unlearn.search.plan import make_plan
+
+    with pytest.raises(UserError, match="--scheduler asha: SCRUB rewinds to an epoch chosen after its last one"):
+        make_plan(SearchOptions(method="scrub", scheduler="asha", holdout=("none",)))
+    no_rewind = space_file(tmp_path, method="scrub", params={"lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}},
+                           fixed={"rewind": False})
+    assert make_plan(SearchOptions(space=no_rewind, scheduler="asha", holdout=("none",))).scheduler == "asha"
+    searched = space_file(tmp_path, name="searched", method="scrub",
+                          params={"rewind": {"type": "choice", "values": [True, False]}}, fixed={})
+    with pytest.raises(UserError, match="SCRUB rewinds"):
+        make_plan(SearchOptions(space=searched, scheduler="asha", holdout=("none",)))

@@ -136,6 +136,12 @@ class Method:
             if hp[a] > hp[b]:
                 raise UserError(f"hyperparameter {a} = {hp[a]!r} exceeds {b} = {hp[b]!r}; allowed: {a} <= {b}")
 
+    def early_stopping_refusal(self, hp: dict, searched: set[str]) -> str | None:
+        """Why a scheduler that stops trials on their per-epoch reports (ASHA) cannot judge this
+        method at `hp` with `searched` hyperparameters, or None. Subclasses whose result is not
+        their last reported state say so."""
+        return None
+
     def unlearn(self, model: nn.Module, data: UnlearnData, hp: dict, ctx: Context) -> dict:
         """Change `model` in place; return statistics worth reporting (numbers)."""
         raise NotImplementedError

@@ -125,6 +125,15 @@ class SCRUB(Method):
               help="share of the retain set set aside for the rewinding's held-out error"),
     )
 
+    def early_stopping_refusal(self, hp: dict, searched: set[str]) -> str | None:
+        # With rewinding SCRUB returns the state of the epoch chosen after its last one, so the
+        # per-epoch states ASHA would compare trials on are not the models the trials end with.
+        if hp["rewind"] or "rewind" in searched:
+            return ("SCRUB rewinds to an epoch chosen after its last one, so its per-epoch reports are not the model it "
+                    "returns and ASHA would stop trials on states they never end with; use --scheduler fifo, or fix "
+                    "rewind: false")
+        return None
+
     def resolve(self, *layers: dict) -> dict:
         """The variant's preset under the run's own values (the last layer naming a variant wins)."""
         variant = "deepunlearn"

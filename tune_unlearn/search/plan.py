@@ -161,6 +161,8 @@ def make_plan(options: SearchOptions) -> Plan:
     if options.scheduler == "asha" and run.method.epochs_hparam is None:
         raise UserError(f"method {space.method!r} reports no per-epoch states, so ASHA has nothing to stop "
                         "early; use --scheduler fifo")
+    if options.scheduler == "asha" and (why := run.method.early_stopping_refusal(run.hparams, set(space.params))):
+        raise UserError(f"--scheduler asha: {why}")
     tuning, holdout = choose_requests(options, space, run.experiment)
     space = SearchSpace(space.name, space.method, run.experiment.name, space.description, overrides,
                         space.num_samples, space.weights, space.params, space.fixed, space.requests, space.holdout,
