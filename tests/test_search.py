@@ -218,7 +218,8 @@ def test_bad_input_stops_before_ray_starts(tmp_path, capsys, monkeypatch):
         (["--space", "default", "--experiment", "digits_class", "--requests", "seed=1", "seed=2"],
          "a forget seed chooses nothing: use classes="),
         (["--space", "default", "--holdout-top", "0"], "--holdout-top must be >= 1"),
-        (["--space", "default", "--storage-path", "s3://bucket/x"], "--storage-path s3://bucket/x: only a folder or a file"),
+        (["--space", "default", "--storage-path", "nosuch://bucket/x"],
+         "--storage-path nosuch://bucket/x: Unrecognized filesystem type in URI"),
         (["--space", "default", "--address", "ray://head:10001"], "Ray Client (ray://) is not supported"),
         (["--space", "default", "--resource-timeout", "0"], "--resource-timeout must be > 0 seconds, got 0"),
     ]
@@ -230,7 +231,7 @@ def test_bad_input_stops_before_ray_starts(tmp_path, capsys, monkeypatch):
         assert search.main(args) == 2, args
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, (args, err)
-    assert not Path("s3:").exists()  # a URI never becomes a local folder named after its scheme
+    assert not Path("nosuch:").exists()  # a URI never becomes a local folder named after its scheme
     monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")  # Ray's own variable is read like --address
     assert search.main(["--space", "default"]) == 2 and "RAY_ADDRESS ray://head:10001" in capsys.readouterr().err
 
@@ -426,3 +427,32 @@ def test_a_search_over_two_requests_holds_one_out_and_reports_it_beside_tuning(r
     assert search.main(args) == 2
     assert "held-out runs failed" in capsys.readouterr().err
     assert (run_dir / "results.csv").is_file() and (run_dir / "best_config.yaml").is_file()
+
+
+def test_inside_a_ray_job_a_relative_storage_path_is_refused(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")  # as Ray's job supervisor starts an entrypoint
+    assert search.main(["--space", "default", "--holdout", "none"]) == 2
+    err = capsys.readouterr().err
+    assert "--storage-path runs: inside a Ray job a relative path lands in the job's working folder" in err
+    assert err.count("\n") == 1
+    from tune_unlearn.search.options import check_job_storage
+
+    check_job_storage(str(tmp_path))  # an absolute path, or a URI, is where the user wants it
+    check_job_storage("s3://bucket/runs")
+
+
+def test_the_rayjob_example_runs_a_search_that_a_retried_job_resumes():
+    """examples/rayjob.yaml: its entrypoint is a search the parser takes, with a fixed --name and
+    a storage path that survives the job."""
+    import shlex
+
+    from tune_unlearn.commands.search import parse_options
+    from tune_unlearn.search.options import check_job_storage
+
+    job = yaml.safe_load((REPO / "examples" / "rayjob.yaml").read_text())
+    assert job["kind"] == "RayJob" and job["spec"]["backoffLimit"] >= 1
+    words = shlex.split(job["spec"]["entrypoint"])
+    assert words[:2] == ["tune-unlearn", "search"]
+    options = parse_options(words[2:])
+    assert options.name and options.storage_path.startswith("s3://")
+    check_job_storage(options.storage_path)

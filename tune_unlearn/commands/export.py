@@ -29,13 +29,20 @@ from ..search.summary import summary
 @main_guard
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog=prog("export"), description=__doc__.split("\n\n")[0])
-    p.add_argument("run_dir", help="a search's directory, e.g. runs/default-digits-20261122-170323")
+    p.add_argument("run_dir", help="a search's directory, e.g. runs/default-digits-20261122-170323, or its URI "
+                                   "(s3://bucket/runs/<name>, as --storage-path gave it)")
     p.add_argument("--top", type=int, default=5, help="how many of the best configurations (default: 5)")
     p.add_argument("--format", choices=["yaml", "json"], default="yaml", help="format of top<N> (default: yaml)")
     args = p.parse_args(argv)
     if args.top < 1:
         raise UserError(f"--top must be >= 1, got {args.top}")
-    record = export_run(args.run_dir, args.top, args.format)
+    from ..search.storage import RunStore
+
+    store, name = RunStore.of_run(args.run_dir)
+    if not store.download(name):
+        raise UserError(f"{args.run_dir} is not a tune_unlearn search (no search.json)")
+    record = export_run(store.local / name, args.top, args.format)
+    store.upload(name)
     print(summary(record, record.run_dir, args.top))
     print(f"top {args.top}: {record.run_dir / f'top{args.top}.{args.format}'}")
     return 0

@@ -19,7 +19,8 @@ from ..errors import UserError
 @main_guard
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog=prog("report"), description=__doc__.split("\n\n")[0])
-    p.add_argument("run_dir", help="a search's directory, e.g. runs/default-digits-20261122-170323")
+    p.add_argument("run_dir", help="a search's directory, e.g. runs/default-digits-20261122-170323, or its URI "
+                                   "(s3://bucket/runs/<name>, as --storage-path gave it)")
     p.add_argument("--compare", metavar="CSV",
                    help="a compare.csv: adds the paper's Figure 4 (radar) and the table, and the per-example section "
                         "when compare --per-example wrote per_example.csv beside it")
@@ -30,8 +31,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.top < 1:
         raise UserError(f"--top must be >= 1, got {args.top}")
     from ..reporting.report import build_report
+    from ..search.storage import RunStore
 
-    out = build_report(args.run_dir, args.compare, args.top)
+    store, name = RunStore.of_run(args.run_dir)
+    if not store.download(name):
+        raise UserError(f"{args.run_dir} is not a tune_unlearn search (no search.json)")
+    out = build_report(store.local / name, args.compare, args.top)
+    store.upload(name)
+    if store.uri:
+        print(f"uploaded to {store.where(name)}/report/")
     print(f"report: {out / 'index.html'}\nmarkdown: {out / 'report.md'}")
     return 0
 

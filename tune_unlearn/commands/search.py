@@ -48,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--leakage", action="store_true",
                    help="measure leakage (pl_forget_acc, leak_gap) in every trial; on by itself when the leak weight > 0")
     p.add_argument("--storage-path", default="runs",
-                   help="the folder runs live in, or a file:///absolute/path (default: ./runs; on a cluster, a folder on the "
-                        "driver's node: the driver writes every file of the run; s3:// and other URIs are refused)")
+                   help="where runs live: a folder on the driver's node (default: ./runs), or a URI pyarrow opens, e.g. "
+                        "s3://bucket/runs or gs://bucket/runs (S3-compatible stores: add ?endpoint_override=host:port); "
+                        "with a URI the driver works on a local copy and uploads it after each phase and trial")
     p.add_argument("--name", help="run name (default: <space>-<experiment>-<time>); an existing run of that name resumes")
     p.add_argument("--resume", action="store_true", help="continue the interrupted search --name (default: the latest)")
     p.add_argument("--address", help="join a running Ray cluster ('auto', or the head's host:port; default: $RAY_ADDRESS "

@@ -14,6 +14,7 @@ optuna.load_study; a resume continues it); --mlflow logs every trial to MLflow a
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from ..files import atomic_write_text
 from .options import SearchOptions, cluster_address
 from .plan import Plan, existing_run, make_plan
 from .results import SEARCH_FILE, TIMINGS_FILE
+from .storage import RunStore
 from .references import (PINNED_FILE, check_same_references, pin_references, pinned_references, prepare_references,
                          separation)
 from .tuner import make_trainable, make_tuner, start_ray
@@ -55,7 +57,8 @@ def run_search(options: SearchOptions) -> Path:
     options.check()
     clock = Phases()
     address = cluster_address(options.address)
-    run_dir = existing_run(options)
+    store = RunStore.of(options.storage_path)
+    run_dir = existing_run(options, store)
     resuming = run_dir is not None
     if resuming:
         first_start = json.loads((run_dir / SEARCH_FILE).read_text())
@@ -63,7 +66,7 @@ def run_search(options: SearchOptions) -> Path:
         if options.sampler and options.sampler != plan.sampler:
             raise UserError(f"{run_dir} was searched with --sampler {plan.sampler}; a resume continues that study "
                             "(drop --sampler, or start a new search)")
-        print(f"resuming {run_dir}", flush=True)
+        print(f"resuming {store.where(run_dir.name)}" + (f" (working copy {run_dir})" if store.uri else ""), flush=True)
     else:
         plan = make_plan(options)
         if not address:  # the data must be where the experiment says, before Ray starts
@@ -109,6 +112,7 @@ def run_search(options: SearchOptions) -> Path:
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     if not resuming:
         atomic_write_text(plan.run_dir / SEARCH_FILE, json.dumps(saved, indent=1, default=str))
+    store.upload(plan.run_dir.name)  # the references pinned, before any trial
     tuning = [label for label, _ in plan.tuning_experiments()]
     requests = (f" over {len(tuning)} requests ({', '.join(tuning)}; {plan.aggregate})" if len(tuning) > 1 else "")
     held = f"; held out: {', '.join(r.label for r in plan.holdout)}" if plan.holdout else ""
@@ -122,9 +126,13 @@ def run_search(options: SearchOptions) -> Path:
         tuner = Tuner.restore(str(plan.run_dir), trainable, resume_unfinished=True, resume_errored=False,
                               restart_errored=False)
     else:
-        tuner = make_tuner(plan, trainable, max_concurrent, options.resource_timeout)
+        tuner = make_tuner(plan, trainable, max_concurrent, options.resource_timeout, store)
     clock.lap("tuner")
     started = time.time()
+    # Tune saves its experiment state at most every 10 s by default; a driver killed outright
+    # loses the trials started since, and a resume starts new ones in their place. Every second
+    # costs one small JSON write, and trials take seconds.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     tuner.fit()
     clock.lap("trials")
     from .export import export_run
@@ -134,6 +142,7 @@ def run_search(options: SearchOptions) -> Path:
     # to the phases after them; then again with each phase's results. The searcher never sees a
     # number of these phases: Tune has finished.
     record = export_run(plan.run_dir, top=options.top)
+    store.upload(plan.run_dir.name)
     clock.lap("export")
     gpu = any(n.gpus >= 1 for n in nodes)
     if plan.reseeds > 1 and record.ranked():
@@ -141,12 +150,14 @@ def run_search(options: SearchOptions) -> Path:
 
         run_reseeds(plan, record, trial_refs, gpu, local, options.resource_timeout)
         record = export_run(plan.run_dir, top=options.top)
+        store.upload(plan.run_dir.name)
     clock.lap("reseed")
     if plan.holdout and record.ranked():
         from .holdout import run_holdout
 
         run_holdout(plan, record, trial_refs, gpu, local, options.resource_timeout)
         record = export_run(plan.run_dir, top=options.top)
+        store.upload(plan.run_dir.name)
     clock.lap("holdout")
     print(summary(record, plan.run_dir, top=options.top, started=started), flush=True)
     if plan.mlflow:
@@ -168,4 +179,5 @@ def run_search(options: SearchOptions) -> Path:
         ray.shutdown()
     clock.lap("ray_stop")
     atomic_write_text(plan.run_dir / TIMINGS_FILE, clock.to_json())
+    store.upload(plan.run_dir.name)
     return plan.run_dir

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Mapping
 
 from ..errors import UserError
 from ..evaluation.objective import AGGREGATES
 from .cluster import DEFAULT_RESOURCE_TIMEOUT_S
+from .storage import RunStore
 
 SCHEDULERS = ("fifo", "asha")
 # Optuna's samplers a search may use (study.make_sampler builds them).
@@ -38,7 +38,7 @@ class SearchOptions:
     seed: int = 0
     weights: Mapping[str, float] = field(default_factory=dict)  # objective weights over the space's
     leakage: bool = False
-    storage_path: str = "runs"  # a folder or file:///absolute/path
+    storage_path: str = "runs"  # a folder, file:///absolute/path, or a URI pyarrow opens (storage.py)
     name: str | None = None  # an existing run of this name resumes
     resume: bool = False
     address: str | None = None  # a Ray cluster to join; None: $RAY_ADDRESS, else a local session
@@ -82,27 +82,24 @@ class SearchOptions:
             raise UserError(f"unknown sampler {self.sampler!r}; allowed: {', '.join(SAMPLERS)}")
         if self.mlflow is not None and importlib.util.find_spec("mlflow") is None:
             raise UserError("--mlflow needs the mlflow extra: pip install -e '.[mlflow]'")
-        storage_root(self.storage_path)
+        RunStore.of(self.storage_path)
+        check_job_storage(self.storage_path)
         cluster_address(self.address)
         if self.dashboard and (why := dashboard_missing()):
             raise UserError(f"--dashboard needs the dashboard extra ({why}): pip install -e '.[dashboard]'")
 
 
-def storage_root(value: str) -> Path:
-    """The folder runs live in: a path, or a file:// URI of one. Other URIs (s3://, gs://, ...)
-    are refused: the driver writes every file of the run directory (search.json, results.csv,
-    best_config.yaml, optuna.db, holdout.json, the trials' files) with ordinary file operations,
-    so it needs a folder on the driver's node; without this check a URI became a local folder
-    named after its scheme."""
-    from urllib.parse import unquote, urlparse
+def check_job_storage(storage_path: str) -> None:
+    """Inside a Ray job (`ray job submit`, a KubeRay RayJob) the search runs in the job's working
+    folder, which Ray unpacks in its temporary folder and deletes: a relative --storage-path
+    would put the run there, and a resubmitted job would silently start a new search."""
+    import os
+    from pathlib import Path
 
-    if "://" not in value:
-        return Path(value).expanduser().resolve()
-    url = urlparse(value)
-    if url.scheme == "file" and url.netloc in ("", "localhost") and url.path.startswith("/"):
-        return Path(unquote(url.path)).resolve()
-    raise UserError(f"--storage-path {value}: only a folder or a file:///absolute/path is supported ({url.scheme}:// "
-                    "storage is not: the driver writes the run's files as files; use a folder on its node)")
+    in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ  # what Ray's job supervisor sets for the entrypoint
+    if in_job and "://" not in storage_path and not Path(storage_path).expanduser().is_absolute():
+        raise UserError(f"--storage-path {storage_path}: inside a Ray job a relative path lands in the job's working "
+                        "folder, which Ray deletes; give an absolute path on a persistent disk or a URI (s3://...)")
 
 
 def cluster_address(address: str | None) -> str | None:

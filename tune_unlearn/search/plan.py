@@ -18,7 +18,8 @@ from ..methods import get_method
 from ..evaluation.objective import COMPONENT_MODES, Weights, component_names
 from ..run_config import resolve_run
 from .results import MLFLOW_FILE, SEARCH_FILE
-from .options import SearchOptions, storage_root
+from .options import SearchOptions
+from .storage import RunStore
 from .space import ParamSpec, SearchSpace, load_space, method_space
 
 
@@ -168,7 +169,7 @@ def make_plan(options: SearchOptions) -> Plan:
                         space.num_samples, space.weights, space.params, space.fixed, space.requests, space.holdout,
                         space.aggregate, space.holdout_top)
     name = options.name or f"{space.name}-{run.experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = storage_root(options.storage_path) / name
+    run_dir = RunStore.of(options.storage_path).local / name
     weights = space.weights.updated(dict(options.weights), "--weight")
     return Plan(space, run.experiment, weights, options.num_samples or space.num_samples,
                 options.seed, options.scheduler, options.multi_objective,
@@ -218,21 +219,19 @@ def choose_requests(options: SearchOptions, space: SearchSpace, exp: Experiment)
     return tuning, holdout
 
 
-def existing_run(options: SearchOptions) -> Path | None:
-    """The run directory to resume: --name's if it holds a search, the latest with a bare
-    --resume; None for a new search."""
-    storage = storage_root(options.storage_path)
+def existing_run(options: SearchOptions, store: RunStore) -> Path | None:
+    """The run directory to resume, brought from the store where the run lives elsewhere:
+    --name's if it holds a search, the latest with a bare --resume; None for a new search."""
     if options.name:
-        run_dir = storage / options.name
+        name = options.name
     elif options.resume:
-        candidates = sorted(storage.glob(f"*/{SEARCH_FILE}"), key=lambda p: p.stat().st_mtime)
-        if not candidates:
-            raise UserError(f"--resume: no search to resume in {storage}")
-        run_dir = candidates[-1].parent
+        name = store.latest()
+        if name is None:
+            raise UserError(f"--resume: no search to resume in {store.uri or store.local}")
     else:
         return None
-    if not (run_dir / SEARCH_FILE).is_file():
+    if not store.download(name):
         if options.resume:
-            raise UserError(f"--resume: there is no search at {run_dir}")
+            raise UserError(f"--resume: there is no search at {store.where(name)}")
         return None
-    return run_dir
+    return store.local / name

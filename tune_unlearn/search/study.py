@@ -139,6 +139,16 @@ class StudySearch(OptunaSearch):
             return False
         return len(self._storage.get_all_trials(study_id, deepcopy=False)) > 0
 
+    def on_trial_result(self, trial_id: str, result: dict):
+        # A trial the study holds as finished while the restored searcher does not (the driver
+        # was killed after the study recorded it and before Tune saved its state) reports its
+        # final_result.json again on the resume: Optuna refuses a report to a finished trial.
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is not None and self._storage is not None and \
+                self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished():
+            return
+        super().on_trial_result(trial_id, result)
+
     def restore(self, checkpoint_path: str):
         super().restore(checkpoint_path)
         if self._storage is None or self._ot_study is None:

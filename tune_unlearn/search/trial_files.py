@@ -47,6 +47,20 @@ class TrialFiles(tune.Callback):
         atomic_write_text(trial_dir / FINAL_RESULT, json.dumps({k: v for k, v in result.items() if k not in TUNE_FIELDS}))
 
 
+class UploadRun(tune.Callback):
+    """Where the run is kept at a URI (storage.py): upload it after every trial that ends, after
+    the driver wrote its files (TrialFiles runs first), so a lost head loses only running trials."""
+
+    def __init__(self, store, name: str):
+        self.store, self.name = store, name
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.store.upload(self.name)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.store.upload(self.name)
+
+
 def finished_reports(run_dir: str | Path) -> dict[str, dict]:
     """trial id -> final report of every finished trial in the run directory (to report again,
     never to re-run, when a resume restarts a trial that had finished before the driver saved

@@ -94,12 +94,14 @@ def make_searcher(plan: Plan):
                        storage=open_storage(plan.run_dir), study_name=plan.study_name)
 
 
-def make_tuner(plan: Plan, trainable, max_concurrent: int, resource_timeout: float):
+def make_tuner(plan: Plan, trainable, max_concurrent: int, resource_timeout: float, store=None):
+    """The Tuner of a new search; `store` (storage.RunStore), where the run is kept: with a URI,
+    the run is uploaded after every trial that ends."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from .progress import ResourceWatch, TrialLines, trial_dirname
-    from .trial_files import TrialFiles
+    from .trial_files import TrialFiles, UploadRun
 
     single = not plan.multi_objective
     method = get_method(plan.method)
@@ -138,7 +140,8 @@ def make_tuner(plan: Plan, trainable, max_concurrent: int, resource_timeout: flo
         failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
         # TrialFiles first: it takes the history out of the final report before the others see it
         callbacks=[TrialFiles(), TrialLines(plan.num_samples),
-                   ResourceWatch(resource_timeout, plan.cpus_per_trial, plan.gpus_per_trial), *mlflow_callbacks(plan)],
+                   ResourceWatch(resource_timeout, plan.cpus_per_trial, plan.gpus_per_trial), *mlflow_callbacks(plan),
+                   *([UploadRun(store, plan.run_dir.name)] if store and store.uri else [])],
         progress_reporter=reporter, verbose=1,
     )
     return tune.Tuner(trainable, param_space=plan.space.tune_space(), tune_config=tune_config, run_config=run_config)
