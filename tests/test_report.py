@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tune_unlearn.commands.compare import main as compare_main
 from tune_unlearn.commands.report import main as report_main
+from tune_unlearn.search.results import load_run
 
 
 def references(html_file: Path) -> list[str]:
@@ -57,8 +58,10 @@ def test_report_of_a_finished_search(finished_search, tmp_path, session_cache, c
             assert row[header.index(column)] == f"{float(measured[key]):.2f}", (column, row)
     original = results["original"]
     assert body[-1][header.index("objective")] == f"{float(original['objective']):.3f}"
-    objectives = [float(r[header.index("objective")]) for r in trials]
-    assert objectives == sorted(objectives, reverse=True)
+    # ranked as the search chose: the two run again first, by their mean over two seeds, then the third
+    assert [r[1] for r in trials] == [t.trial_id for t in load_run(finished_search).ranked()]
+    means = [float(r[header.index("obj. over 2 seeds")].split(" ± ")[0]) for r in trials[:2]]
+    assert means == sorted(means, reverse=True) and trials[2][header.index("obj. over 2 seeds")] == "-"
     assert "PED-ANOVA" in md and "| finetune |" in md
 
 

@@ -118,7 +118,8 @@ def _number(value) -> float | None:
 
 def baseline_rows(record: RunRecord, per_example: dict[str, dict]) -> list[dict]:
     """The original's row (no unlearning) and the retrained models' (each scored against the
-    others of its request) on the same held-out requests."""
+    others of its request) on the same held-out requests, as `record`'s search scored them (the
+    searches share the cached references; their prices may differ in the last digits)."""
     holdout = record.holdout or {}
     labels = holdout.get("requests", [])
     refs = _references(record, labels)
