@@ -102,11 +102,13 @@ def test_a_search_on_s3_survives_its_driver_and_resumes_from_the_uri(ray_address
     assert not list(cache.rglob("*.pt"))  # nothing trained again: the references came from the bucket
     files = remote_files(fs, f"{root}/cloud")
     assert {"results.csv", "best_config.yaml", "timings.json"} <= files
-    assert sum(p.endswith("final_result.json") for p in files) == 5
     for path, text in before.items():  # finished before the loss: not run again
         assert read(fs, f"{root}/cloud/{path}") == text
     rows = [line for line in read(fs, f"{root}/cloud/results.csv").splitlines()[1:] if "TERMINATED" in line]
     assert len(rows) == 5
+    # A trial that ended after Tune last copied its state into the run (Tune's sync period) is
+    # unknown to the resume: its folder stays, and a new trial takes its place (docs/cluster.md).
+    assert sum(p.endswith("final_result.json") for p in files) in (5, 6)
 
     # export and report from the URI alone, on a machine with no copy
     shutil.rmtree(Path(os.environ["TUNE_UNLEARN_CACHE"]) / "staging")

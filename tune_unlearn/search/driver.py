@@ -14,7 +14,6 @@ optuna.load_study; a resume continues it); --mlflow logs every trial to MLflow a
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -129,10 +128,6 @@ def run_search(options: SearchOptions) -> Path:
         tuner = make_tuner(plan, trainable, max_concurrent, options.resource_timeout, store)
     clock.lap("tuner")
     started = time.time()
-    # Tune saves its experiment state at most every 10 s by default; a driver killed outright
-    # loses the trials started since, and a resume starts new ones in their place. Every second
-    # costs one small JSON write, and trials take seconds.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     tuner.fit()
     clock.lap("trials")
     from .export import export_run
