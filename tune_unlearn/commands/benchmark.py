@@ -156,11 +156,14 @@ def load_state(out: Path, passthrough: list[str], trials: int, per_example: int)
     state = json.loads(path.read_text())
     for key, value in asked.items():
         if state.get(key) != value:
-            def said(v):
-                return " ".join(v) or "(none)" if isinstance(v, list) else v
-            raise UserError(f"{out} is a benchmark started with {key} {said(state.get(key))}, not {said(value)}; rerun it "
-                            "as it was started, or choose another --out")
+            raise UserError(f"{out} is a benchmark started with {key} {_as_typed(state.get(key))}, not "
+                            f"{_as_typed(value)}; rerun it as it was started, or choose another --out")
     return state
+
+
+def _as_typed(value) -> str:
+    """A setting of benchmark.json as the command line showed it."""
+    return (" ".join(value) or "(none)") if isinstance(value, list) else str(value)
 
 
 def finished(run_dir: Path) -> bool:
@@ -206,19 +209,18 @@ def run_side_by_side(todo: list[str], trials: int, out: Path, passthrough: list[
         raise UserError(f"the searches of {', '.join(failed)} failed: see {out}/<method>.log; rerun to resume them")
 
 
-def per_example_rows(plans: dict, out: Path, n: int, args: argparse.Namespace) -> list[dict]:
+def per_example_rows(plans: dict, records: dict, out: Path, n: int, args: argparse.Namespace) -> list[dict]:
     """F and LiRA of every method's best configuration (and the original's, retraining's) on the
-    first held-out request."""
+    first held-out request; `records`: method -> its search's RunRecord."""
     from ..run_config import ResolvedRun
     from ..runtime import make_runtime
-    from ..search.results import load_run
     from .per_example import run as per_example_run
 
     first = next(iter(plans.values()))
     label, exp = first.holdout_experiments()[0]
     runs = []
     for method, plan in plans.items():
-        best = next((c for c in (load_run(plan.run_dir).holdout or {}).get("configs", []) if c.get("rank") == 1), None)
+        best = records[method].holdout_best()
         if best:
             runs.append((method, "tuned", ResolvedRun(exp, get_method(method), best["hparams"], plan.weights, 0)))
     log_stderr(f"benchmark: per example on held-out request {label}, {n} models per ensemble")
@@ -251,17 +253,19 @@ def main(argv: list[str] | None = None) -> int:
         run_side_by_side(todo, args.trials, out, passthrough, search_args, state)
     elif todo:
         run_one_after_another(todo, args.trials, out, passthrough, state)
-    rows = per_example_rows(plans, out, args.per_example, search_args) if args.per_example else []
-    write_leaderboard(plans, out, rows, args, state)
+    from ..search.results import load_run
+
+    records = {method: load_run(plan.run_dir) for method, plan in plans.items()}
+    rows = per_example_rows(plans, records, out, args.per_example, search_args) if args.per_example else []
+    write_leaderboard(plans, list(records.values()), out, rows, args, state)
     return 0
 
 
-def write_leaderboard(plans: dict, out: Path, per_example: list[dict], args: argparse.Namespace, state: dict) -> None:
+def write_leaderboard(plans: dict, records: list, out: Path, per_example: list[dict], args: argparse.Namespace,
+                      state: dict) -> None:
     from ..cost import processor
     from ..reporting import leaderboard
-    from ..search.results import load_run
 
-    records = [load_run(plan.run_dir) for plan in plans.values()]
     first = next(iter(plans.values()))
     rows = leaderboard.leaderboard(records, per_example)
     title = f"Leaderboard: {first.experiment.name}, {len(plans)} methods, {args.trials} trials each"

@@ -38,9 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--top must be >= 1, got {args.top}")
     from ..search.storage import RunStore
 
-    store, name = RunStore.of_run(args.run_dir)
-    if not store.download(name):
-        raise UserError(f"{args.run_dir} is not a tune_unlearn search (no search.json)")
+    store, name = RunStore.fetch_run(args.run_dir)
     record = export_run(store.local / name, args.top, args.format)
     store.upload(name)
     print(summary(record, record.run_dir, args.top))

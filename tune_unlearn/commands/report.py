@@ -33,9 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..reporting.report import build_report
     from ..search.storage import RunStore
 
-    store, name = RunStore.of_run(args.run_dir)
-    if not store.download(name):
-        raise UserError(f"{args.run_dir} is not a tune_unlearn search (no search.json)")
+    store, name = RunStore.fetch_run(args.run_dir)
     out = build_report(store.local / name, args.compare, args.top)
     store.upload(name)
     if store.uri:

@@ -60,7 +60,7 @@ def method_row(record: RunRecord, per_example: dict[str, dict]) -> dict:
     holdout = record.holdout or {}
     labels = holdout.get("requests", [])
     configs = holdout.get("configs", [])
-    best = next((c for c in configs if c.get("rank") == 1), None)
+    best = record.holdout_best()
     defaults = next((c for c in configs if c["name"] == "defaults"), {})
     method = record.search["method"]
     row = {"method": method, "trials": f"{len(record.finished)}/{record.search['num_samples']}"}

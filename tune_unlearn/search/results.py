@@ -91,6 +91,11 @@ class RunRecord:
         path = self.run_dir / HOLDOUT_FILE
         return json.loads(path.read_text()) if path.exists() else None
 
+    def holdout_best(self) -> dict | None:
+        """holdout.json's row of the configuration the search chose (rank 1), if it ran there."""
+        rows = (self.holdout or {}).get("configs", [])
+        return next((r for r in rows if r.get("rank") == 1), None)
+
     def holdout_of(self, trial_id: str) -> dict | None:
         """A trial's row of holdout.json, when it was among the configurations run there."""
         rows = (self.holdout or {}).get("configs", [])

@@ -65,6 +65,15 @@ class RunStore:
             raise UserError(f"{run}: name a run, e.g. s3://bucket/runs/<name>")
         return cls.of(urlunparse(url._replace(path=parent))), name
 
+    @classmethod
+    def fetch_run(cls, run: str) -> tuple["RunStore", str]:
+        """The store and name of a run given as its folder or URI, its files brought here; a
+        UserError where there is no search."""
+        store, name = cls.of_run(run)
+        if not store.download(name):
+            raise UserError(f"{run} is not a tune_unlearn search (no {SEARCH_FILE})")
+        return store, name
+
     def _filesystem(self):
         """(pyarrow file system, the URI's path in it)."""
         import pyarrow.fs as pafs
