@@ -237,11 +237,33 @@ def test_bad_input_stops_before_ray_starts(tmp_path, capsys, monkeypatch):
     assert search.main(["--space", "default"]) == 2 and "RAY_ADDRESS ray://head:10001" in capsys.readouterr().err
 
 
+def forget_in_tune_state(run_dir, trial_id):
+    """What a hard kill of the driver can leave: Tune's last saved state (trials, the count of
+    trials created, the searcher's) older than a trial that then finished, whose folder and
+    Optuna trial exist."""
+    from ray import cloudpickle
+
+    for path in run_dir.glob("experiment_state-*.json"):
+        state = json.loads(path.read_text())
+        state["trial_data"] = [t for t in state["trial_data"] if json.loads(t[0])["trial_id"] != trial_id]
+        path.write_text(json.dumps(state))
+    for path in run_dir.glob("search_gen_state-*.json"):
+        state = cloudpickle.loads(path.read_bytes())
+        state["counter"] -= 1
+        path.write_bytes(cloudpickle.dumps(state))
+    for path in run_dir.glob("searcher-state-*.pkl"):
+        state = pickle.loads(path.read_bytes())
+        del state["_ot_trials"][trial_id]
+        state["_completed_trials"].discard(trial_id)
+        path.write_bytes(pickle.dumps(state))
+
+
 def test_resume_after_ctrl_c_runs_no_trial_twice(ray_address, tmp_path, session_cache):
     """Interrupt a search (SIGINT, as Ctrl-C) after two trials finished, resume it by name, and
     check that the finished trials were not run again and the rest completed. The cache is lost
     in between: the resume scores against the references the search started with, kept in the
-    run, and trains nothing."""
+    run, and trains nothing. One finished trial is then taken out of Tune's saved state, as a
+    hard kill can leave it: the resume counts it, runs no trial in its place, and reports it."""
     path = space_file(tmp_path, num_samples=5)
     run_dir = tmp_path / "runs" / "resume"
     cache = tmp_path / "cache"
@@ -264,6 +286,8 @@ def test_resume_after_ctrl_c_runs_no_trial_twice(ray_address, tmp_path, session_
     assert "(interrupted)" in page and "INTERRUPTED" in page and "--resume" in page
 
     pinned = torch.load(run_dir / "references.pt", weights_only=False)
+    last_finished = max(finished_before, key=lambda name: finished_before[name][1]).removeprefix("trial_")
+    forget_in_tune_state(run_dir, last_finished)
     shutil.rmtree(cache)
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -272,6 +296,7 @@ def test_resume_after_ctrl_c_runs_no_trial_twice(ray_address, tmp_path, session_
     assert pinned["for_trials"].keys() == {"seed0"}  # what the first start kept: the one tuning request's
     rows = trial_rows(run_dir / "results.csv")
     assert len(rows) == 5 and {r["status"] for r in rows} == {"TERMINATED"}
+    assert len(list(run_dir.glob("trial_*"))) == 5 and last_finished in {r["trial_id"] for r in rows}
     for name, (final, written) in finished_before.items():  # a trial run again would write its file again
         path = run_dir / name / "final_result.json"
         assert path.read_text() == final and path.stat().st_mtime_ns == written, f"{name} ran again"

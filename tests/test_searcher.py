@@ -144,3 +144,59 @@ def test_every_sampler_survives_the_pickling_tune_does_and_goes_on_after_a_resto
     states = [t.state.name for t in optuna.load_study(study_name="run", storage=f"sqlite:///{plan.run_dir / 'optuna.db'}").trials]
     assert states == ["COMPLETE", "FAIL", "COMPLETE"]  # t1 is marked failed: Tune will never report it
     assert seen[2] != seen[0]  # the start point is not run a second time
+
+
+def test_a_moved_run_folder_resumes_against_its_own_study(tmp_path, monkeypatch):
+    """A run folder moved (or downloaded into another staging folder) after it was pickled: the
+    resumed searcher reads and writes the optuna.db beside it, and nothing at the old place."""
+    import shutil
+
+    from ray import cloudpickle
+
+    from tune_unlearn.commands.search import parse_options
+    from tune_unlearn.search import study as study_module
+    from tune_unlearn.search.plan import make_plan
+    from tune_unlearn.search.tuner import make_searcher
+
+    monkeypatch.setattr(study_module, "_bound_run_dir", None)
+    plan = make_plan(parse_options(["--space", "default", "--storage-path", str(tmp_path / "old"), "--name", "run"]))
+    plan.run_dir.mkdir(parents=True)
+    tuner_pkl = cloudpickle.dumps(make_searcher(plan))
+    first = cloudpickle.loads(tuner_pkl)
+    first.set_search_properties("objective", "max", plan.space.tune_space())
+    first.suggest("t0")
+    first.on_trial_complete("t0", result={"objective": 0.5})
+    first.save(str(plan.run_dir / "state.pkl"))
+
+    moved = tmp_path / "new" / "run"
+    shutil.move(str(tmp_path / "old"), str(tmp_path / "new"))
+    study_module.bind_run_dir(moved)  # what the driver does before Tuner.restore
+    restored = cloudpickle.loads(tuner_pkl)
+    restored.set_search_properties("objective", "max", plan.space.tune_space())
+    restored.restore(str(moved / "state.pkl"))
+    restored.suggest("t1")
+    restored.on_trial_complete("t1", result={"objective": 0.25})
+    values = [t.value for t in optuna.load_study(study_name="run", storage=f"sqlite:///{moved / 'optuna.db'}").trials]
+    assert values == [0.5, 0.25]
+    assert not (tmp_path / "old").exists()  # no empty study created where the run used to be
+
+
+def test_the_searcher_stops_at_its_total_counting_a_trial_tune_lost_but_not_one_lost_while_running(tmp_path):
+    """After a hard kill, the study can hold a finished trial that Tune's restored state lacks
+    (it would run one trial too many), and a running one a restore marks as lost (it counts as
+    nothing)."""
+    from tune_unlearn.search.study import LOST_ATTR, StudySearch, open_storage
+
+    space = load_space("default")
+    searcher = StudySearch(metric="objective", mode="max", storage=open_storage(tmp_path), study_name="s",
+                           sampler=optuna.samplers.RandomSampler(seed=0), total=3)
+    searcher.set_search_properties("objective", "max", space.tune_space())
+    searcher.suggest("t0")
+    searcher.on_trial_complete("t0", result={"objective": 1.0})
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    lost = study.ask()  # running at the kill, unknown to Tune: marked by the restore
+    study._storage.set_trial_system_attr(lost._trial_id, LOST_ATTR, True)
+    study.tell(lost, state=optuna.trial.TrialState.FAIL)
+    study.tell(study.ask(), 0.5)  # finished after Tune last saved its state: in the study only
+    assert isinstance(searcher.suggest("t1"), dict)  # the third trial: the lost one does not count
+    assert searcher.suggest("t2") == StudySearch.FINISHED  # t0, the one Tune lost, t1

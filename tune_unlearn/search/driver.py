@@ -122,6 +122,9 @@ def run_search(options: SearchOptions) -> Path:
 
     trainable = make_trainable(plan, gpus, trial_refs)
     if resuming and Tuner.can_restore(str(plan.run_dir)):
+        from .study import bind_run_dir
+
+        bind_run_dir(plan.run_dir)  # the study in this folder's optuna.db, wherever it was first run
         tuner = Tuner.restore(str(plan.run_dir), trainable, resume_unfinished=True, resume_errored=False,
                               restart_errored=False)
     else:

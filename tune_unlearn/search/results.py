@@ -125,8 +125,8 @@ def load_run(run_dir: str | Path) -> RunRecord:
     (a trial with final_result.json finished, whatever the last saved state says)."""
     from ray.tune import ExperimentAnalysis
 
-    from .progress import error_reason
-    from .trial_files import FINAL_RESULT
+    from .progress import error_reason, trial_dir_name
+    from .trial_files import FINAL_RESULT, finished_reports
 
     run_dir = Path(run_dir).expanduser().resolve()
     if not (run_dir / SEARCH_FILE).is_file():
@@ -161,4 +161,16 @@ def load_run(run_dir: str | Path) -> RunRecord:
             error = error_reason(error_file.read_text() if error_file.exists() else None)
         config = {k: v for k, v in t.config.items() if k in search["params"]}
         trials.append(TrialRecord(t.trial_id, status, config, result, error, str(trial_dir), history))
+    known = {t.trial_id for t in trials}
+    for trial_id, report in sorted(finished_reports(run_dir).items()):
+        # A trial that finished after Tune last saved its state, before a hard kill of the
+        # driver: Tune's state lacks it, its folder and the study hold it (study.StudySearch).
+        trial_dir = run_dir / trial_dir_name(trial_id)
+        if trial_id in known or not (trial_dir / "params.json").is_file():
+            continue
+        params = json.loads((trial_dir / "params.json").read_text())
+        history = [r for r in _read_history(trial_dir) if "objective" in r]
+        result = history[-1] if history and history[-1].get("final") == 1 else report
+        config = {k: v for k, v in params.items() if k in search["params"]}
+        trials.append(TrialRecord(trial_id, "TERMINATED", config, result, "", str(trial_dir), history))
     return RunRecord(run_dir, search, trials)

@@ -26,9 +26,39 @@ def storage_url(run_dir: str | Path) -> str:
     return sqlite_url(Path(run_dir) / STUDY_FILE)
 
 
-def open_storage(run_dir: str | Path) -> optuna.storages.RDBStorage:
-    # A generous lock timeout: a dashboard reading the file may hold it for a moment.
-    return optuna.storages.RDBStorage(storage_url(run_dir), engine_kwargs={"connect_args": {"timeout": 30}})
+def open_storage(run_dir: str | Path) -> "RunStudyStorage":
+    return RunStudyStorage(run_dir)
+
+
+# The run folder this process resumes (bind_run_dir); unpickled studies open its optuna.db.
+_bound_run_dir: str | None = None
+
+
+def bind_run_dir(run_dir: str | Path) -> None:
+    """Make every study unpickled from now on (Tune's tuner.pkl and searcher states) open the
+    optuna.db of `run_dir`, wherever the run was when it was pickled."""
+    global _bound_run_dir
+    _bound_run_dir = str(Path(run_dir).resolve())
+
+
+class RunStudyStorage(optuna.storages.RDBStorage):
+    """The SQLite storage of a run's optuna.db that follows the run when it moves.
+
+    Tune pickles the searcher, and the study's storage with it. A plain RDBStorage unpickles to
+    the absolute URL it was opened with, so a run folder that was moved, copied to another
+    machine or downloaded into another staging folder would resume against the old file:
+    creating an empty study there, or failing when its folder is gone. This one reopens the
+    bound run folder's optuna.db (bind_run_dir) and falls back to the one it was pickled with.
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = str(Path(run_dir).resolve())
+        # A generous lock timeout: a dashboard reading the file may hold it for a moment.
+        super().__init__(storage_url(self.run_dir), engine_kwargs={"connect_args": {"timeout": 30}})
+
+    def __setstate__(self, state: dict) -> None:
+        run_dir = _bound_run_dir or state["run_dir"]
+        super().__setstate__({**state, "run_dir": run_dir, "url": storage_url(run_dir)})
 
 
 SAMPLER_CLASSES = {
@@ -104,6 +134,11 @@ class NamedSampler(optuna.samplers.BaseSampler):
         self.sampler.reseed_rng()
 
 
+# Marks a trial that was running when the driver was killed and that Tune never knew: it ran
+# in no trial Tune will count, so it does not count against the search's total.
+LOST_ATTR = "tune_unlearn:lost_in_a_kill"
+
+
 class StudySearch(OptunaSearch):
     """Ray's OptunaSearch on a persistent (RDB) study, made right for resume.
 
@@ -114,7 +149,29 @@ class StudySearch(OptunaSearch):
     second time. So the points are enqueued only into a study without trials. After restoring,
     trials the database holds as RUNNING but the restored searcher does not know (asked after the
     last saved state, before a hard kill) are marked FAIL: Tune will never report them.
+
+    A hard kill can also lose a trial that Tune created and finished after it last saved its
+    state: the study holds it as complete, its folder holds its files, and Tune's restored state
+    does not know it. Tune would run one trial more than `total` asked; so the searcher counts
+    the trials the study holds and stops suggesting at `total` (results.load_run reads the lost
+    trial from its folder).
     """
+
+    def __init__(self, *args, total: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.total = total
+
+    def suggest(self, trial_id: str):
+        total = getattr(self, "total", None)  # None in a searcher pickled before it was kept
+        if total and trial_id not in self._ot_trials and self._storage is not None and self._trials_held() >= total:
+            return OptunaSearch.FINISHED
+        return super().suggest(trial_id)
+
+    def _trials_held(self) -> int:
+        """The study's trials that count against `total`: not the queued start point, not the
+        ones a restore marked as lost (LOST_ATTR)."""
+        return sum(t.state != TrialState.WAITING and not t.system_attrs.get(LOST_ATTR)
+                   for t in self._ot_study.get_trials(deepcopy=False))
 
     def _setup_study(self, mode):
         if self._points_to_evaluate and self._storage is not None and self._study_has_trials():
@@ -157,4 +214,5 @@ class StudySearch(OptunaSearch):
         storage = self._ot_study._storage
         for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if t._trial_id not in known:
+                storage.set_trial_system_attr(t._trial_id, LOST_ATTR, True)
                 storage.set_trial_state_values(t._trial_id, TrialState.FAIL)

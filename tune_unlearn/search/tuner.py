@@ -91,7 +91,8 @@ def make_searcher(plan: Plan):
     # continues it: see StudySearch). The sampler carries the seed.
     return StudySearch(metric=metrics[0] if single else metrics, mode=modes[0] if single else modes,
                        points_to_evaluate=[start] if start else None, sampler=make_sampler(plan.sampler, plan.seed),
-                       storage=open_storage(plan.run_dir), study_name=plan.study_name)
+                       storage=open_storage(plan.run_dir), study_name=plan.study_name,
+                       total=plan.num_samples)
 
 
 def make_tuner(plan: Plan, trainable, max_concurrent: int, resource_timeout: float, store=None):
