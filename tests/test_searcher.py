@@ -146,7 +146,7 @@ def test_every_sampler_survives_the_pickling_tune_does_and_goes_on_after_a_resto
     assert seen[2] != seen[0]  # the start point is not run a second time
 
 
-def test_a_moved_run_folder_resumes_against_its_own_study(tmp_path, monkeypatch):
+def test_a_moved_run_folder_resumes_against_its_own_study(tmp_path):
     """A run folder moved (or downloaded into another staging folder) after it was pickled: the
     resumed searcher reads and writes the optuna.db beside it, and nothing at the old place."""
     import shutil
@@ -158,7 +158,6 @@ def test_a_moved_run_folder_resumes_against_its_own_study(tmp_path, monkeypatch)
     from tune_unlearn.search.plan import make_plan
     from tune_unlearn.search.tuner import make_searcher
 
-    monkeypatch.setattr(study_module, "_bound_run_dir", None)
     plan = make_plan(parse_options(["--space", "default", "--storage-path", str(tmp_path / "old"), "--name", "run"]))
     plan.run_dir.mkdir(parents=True)
     tuner_pkl = cloudpickle.dumps(make_searcher(plan))
@@ -170,10 +169,11 @@ def test_a_moved_run_folder_resumes_against_its_own_study(tmp_path, monkeypatch)
 
     moved = tmp_path / "new" / "run"
     shutil.move(str(tmp_path / "old"), str(tmp_path / "new"))
-    study_module.bind_run_dir(moved)  # what the driver does before Tuner.restore
-    restored = cloudpickle.loads(tuner_pkl)
-    restored.set_search_properties("objective", "max", plan.space.tune_space())
-    restored.restore(str(moved / "state.pkl"))
+    with study_module.studies_in(moved):  # what the driver does around Tuner.restore and fit
+        restored = cloudpickle.loads(tuner_pkl)
+        restored.set_search_properties("objective", "max", plan.space.tune_space())
+        restored.restore(str(moved / "state.pkl"))
+    assert study_module._bound_run_dir is None  # the next search in this process is not affected
     restored.suggest("t1")
     restored.on_trial_complete("t1", result={"objective": 0.25})
     values = [t.value for t in optuna.load_study(study_name="run", storage=f"sqlite:///{moved / 'optuna.db'}").trials]

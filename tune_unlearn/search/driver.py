@@ -120,18 +120,18 @@ def run_search(options: SearchOptions) -> Path:
     print(f"watch it: tensorboard --logdir {plan.run_dir}", flush=True)
     from ray.tune import Tuner
 
-    trainable = make_trainable(plan, gpus, trial_refs)
-    if resuming and Tuner.can_restore(str(plan.run_dir)):
-        from .study import bind_run_dir
+    from .study import studies_in
 
-        bind_run_dir(plan.run_dir)  # the study in this folder's optuna.db, wherever it was first run
-        tuner = Tuner.restore(str(plan.run_dir), trainable, resume_unfinished=True, resume_errored=False,
-                              restart_errored=False)
-    else:
-        tuner = make_tuner(plan, trainable, max_concurrent, options.resource_timeout, store)
-    clock.lap("tuner")
-    started = time.time()
-    tuner.fit()
+    trainable = make_trainable(plan, gpus, trial_refs)
+    with studies_in(plan.run_dir):  # a study Tune unpickles opens this folder's optuna.db, wherever it was first run
+        if resuming and Tuner.can_restore(str(plan.run_dir)):
+            tuner = Tuner.restore(str(plan.run_dir), trainable, resume_unfinished=True, resume_errored=False,
+                                  restart_errored=False)
+        else:
+            tuner = make_tuner(plan, trainable, max_concurrent, options.resource_timeout, store)
+        clock.lap("tuner")
+        started = time.time()
+        tuner.fit()
     clock.lap("trials")
     from .export import export_run
     from .summary import summary

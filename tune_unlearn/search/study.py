@@ -9,6 +9,7 @@ in a `python -m` entry module would not unpickle on resume.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 
@@ -30,15 +31,21 @@ def open_storage(run_dir: str | Path) -> "RunStudyStorage":
     return RunStudyStorage(run_dir)
 
 
-# The run folder this process resumes (bind_run_dir); unpickled studies open its optuna.db.
+# The run folder whose trials run now (studies_in); unpickled studies open its optuna.db.
 _bound_run_dir: str | None = None
 
 
-def bind_run_dir(run_dir: str | Path) -> None:
-    """Make every study unpickled from now on (Tune's tuner.pkl and searcher states) open the
-    optuna.db of `run_dir`, wherever the run was when it was pickled."""
+@contextlib.contextmanager
+def studies_in(run_dir: str | Path):
+    """While in this block, every study unpickled (Tune's tuner.pkl and searcher states) opens
+    the optuna.db of `run_dir`, wherever the run was when it was pickled. A block, not a
+    setting: one process runs several searches (a benchmark)."""
     global _bound_run_dir
-    _bound_run_dir = str(Path(run_dir).resolve())
+    before, _bound_run_dir = _bound_run_dir, str(Path(run_dir).resolve())
+    try:
+        yield
+    finally:
+        _bound_run_dir = before
 
 
 class RunStudyStorage(optuna.storages.RDBStorage):
@@ -48,7 +55,7 @@ class RunStudyStorage(optuna.storages.RDBStorage):
     the absolute URL it was opened with, so a run folder that was moved, copied to another
     machine or downloaded into another staging folder would resume against the old file:
     creating an empty study there, or failing when its folder is gone. This one reopens the
-    bound run folder's optuna.db (bind_run_dir) and falls back to the one it was pickled with.
+    bound run folder's optuna.db (studies_in) and falls back to the one it was pickled with.
     """
 
     def __init__(self, run_dir: str | Path) -> None:
