@@ -18,7 +18,7 @@ from tune_unlearn.pipeline import prepare
 from tune_unlearn.runtime import make_runtime
 
 TIER_FIXTURES = {"ray": {"ray_address", "finished_search", "multi_objective_search"},
-                 "train": {"prepared", "corrective"}, "cluster": {"two_nodes"}}
+                 "train": {"prepared", "corrective"}, "cluster": {"two_nodes", "job_head"}}
 SLOW_TIERS = ("train", "ray", "cluster")
 
 

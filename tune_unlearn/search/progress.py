@@ -82,7 +82,13 @@ class TrialLines(tune.Callback):
         return f" | about {duration(pace * (self.total - ended))} left"
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        from .trial_files import FAILED_KEY  # here: trial_files imports this module
+
         r = trial.last_result or {}
+        if r.get(FAILED_KEY):  # ended without metrics (trainable.failed_report)
+            ended = _ended(trials, trial)
+            print(f"[{ended}/{self.total}] {trial.trial_id} failed: {r[FAILED_KEY]}{self.eta(ended)}", flush=True)
+            return
         if "objective" not in r:
             return
         shown = " ".join(f"{k} {r[k]:.2f}" for k in SHOWN if k in r)

@@ -126,7 +126,7 @@ def load_run(run_dir: str | Path) -> RunRecord:
     from ray.tune import ExperimentAnalysis
 
     from .progress import error_reason, trial_dir_name
-    from .trial_files import FINAL_RESULT, finished_reports
+    from .trial_files import FAILED_KEY, FINAL_RESULT, finished_reports
 
     run_dir = Path(run_dir).expanduser().resolve()
     if not (run_dir / SEARCH_FILE).is_file():
@@ -156,7 +156,9 @@ def load_run(run_dir: str | Path) -> RunRecord:
             if status == "TERMINATED":  # ended by the scheduler before its final report
                 status = "EARLY_STOPPED"
         error = ""
-        if status == "ERROR":
+        if result.get(FAILED_KEY):  # ended without metrics (diverged, out of memory): its report says why
+            status, error = "ERROR", result[FAILED_KEY]
+        elif status == "ERROR":  # an exception Tune gave up on
             error_file = trial_dir / "error.txt"
             error = error_reason(error_file.read_text() if error_file.exists() else None)
         config = {k: v for k, v in t.config.items() if k in search["params"]}
@@ -172,5 +174,7 @@ def load_run(run_dir: str | Path) -> RunRecord:
         history = [r for r in _read_history(trial_dir) if "objective" in r]
         result = history[-1] if history and history[-1].get("final") == 1 else report
         config = {k: v for k, v in params.items() if k in search["params"]}
-        trials.append(TrialRecord(trial_id, "TERMINATED", config, result, "", str(trial_dir), history))
+        failed = result.get(FAILED_KEY, "")
+        trials.append(TrialRecord(trial_id, "ERROR" if failed else "TERMINATED", config, result, failed, str(trial_dir),
+                                  history))
     return RunRecord(run_dir, search, trials)

@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from .results import STUDY_FILE
+from .trial_files import FAILED_KEY
 from ..files import sqlite_url
 
 
@@ -203,7 +204,14 @@ class StudySearch(OptunaSearch):
             return False
         return len(self._storage.get_all_trials(study_id, deepcopy=False)) > 0
 
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        if result and result.get(FAILED_KEY):  # a trial that ended without metrics (trainable.failed_report)
+            result, error = None, True
+        super().on_trial_complete(trial_id, result=result, error=error)
+
     def on_trial_result(self, trial_id: str, result: dict):
+        if result.get(FAILED_KEY):
+            return
         # A trial the study holds as finished while the restored searcher does not (the driver
         # was killed after the study recorded it and before Tune saved its state) reports its
         # final_result.json again on the resume: Optuna refuses a report to a finished trial.

@@ -24,8 +24,10 @@ the worst) as objective.aggregate says: the searcher only reads the aggregate. P
 come from the first request only, so ASHA's rungs count that request's evaluated epochs; a
 trial that passes them runs the other requests, and its final report carries the aggregate.
 
-A trial that diverges or runs out of GPU memory raises `TrialFailed` with the reason: Tune
-marks it errored, the searcher records a failed trial, and the search goes on.
+A trial that diverges or runs out of GPU memory ends with a final report that says why
+(failed_report): the searcher records a failed trial, the run's files list it as ERROR, and the
+search goes on. An exception is left for what a trial cannot answer for, a lost process or node:
+Tune runs such a trial again (tuner.py, FailureConfig).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from ..evaluation.objective import Weights, aggregate, aggregate_components, mea
 from ..pipeline import EpochReport, Prepared, RunResult, prepare_with, run_method
 from ..runtime import limit_threads, make_runtime
 from ..training import Diverged
-from .trial_files import HISTORY_KEY
+from .trial_files import FAILED_KEY, HISTORY_KEY
 
 
 
@@ -66,8 +68,13 @@ class TrialJob:
     aggregate: str = "mean"  # how the requests' objectives make one (objective.aggregate)
 
 
-class TrialFailed(RuntimeError):
-    """The trial cannot produce metrics (diverged, out of memory); the message says why."""
+def failed_report(reason: str, epochs: int, history: list) -> dict:
+    """The final report of a trial that cannot produce metrics (diverged, out of memory): a
+    result, not an exception, so that Tune retries only trials whose process was lost. The
+    objective is NaN because Tune wants the metric in every report; the searcher records the
+    trial as failed (study.StudySearch) and results.load_run lists it as ERROR with `reason`."""
+    return {"objective": float("nan"), FAILED_KEY: reason, "phase": "final", "final": 1, "epoch": epochs,
+            HISTORY_KEY: history}
 
 
 def report_of(metrics: dict, components: dict, objective: float, **extra) -> dict:
@@ -162,12 +169,15 @@ def unlearning_trial(config: dict, job: TrialJob) -> None:
         try:
             result = run_method(prepared, method, hparams, job.weights, job.seed,
                                 on_report=report if job.report_every_epoch and i == 0 else None, leakage=job.leakage)
-        except Diverged as exc:
-            raise TrialFailed(f"diverged{where}: {exc}") from None
-        except torch.cuda.OutOfMemoryError as exc:
-            _PREPARED.clear()
-            torch.cuda.empty_cache()
-            raise TrialFailed(f"out of GPU memory{where}: {str(exc).splitlines()[0]}") from None
+        except (Diverged, torch.cuda.OutOfMemoryError) as exc:
+            if isinstance(exc, torch.cuda.OutOfMemoryError):
+                _PREPARED.clear()
+                torch.cuda.empty_cache()
+                reason = f"out of GPU memory{where}: {str(exc).splitlines()[0]}"
+            else:
+                reason = f"diverged{where}: {exc}"
+            tune.report(failed_report(reason, reported, history))
+            return
         results.append((label, result))
         history += [{**entry, "request": label} if several else entry for entry in result.history]
     final = combined_report(results, reported, job.aggregate)

@@ -28,6 +28,7 @@ from .progress import trial_dir_name
 FINAL_RESULT = "final_result.json"
 HISTORY = "history.json"
 HISTORY_KEY = "history"  # the final report's field that carries the history to the driver
+FAILED_KEY = "failed"  # a final report's reason why the trial has no metrics (trainable.failed_report)
 # Fields Tune adds to every report (its AUTO_RESULT_KEYS and a few more): not the trial's, and a
 # finished trial reports its final_result.json again on a resume.
 TUNE_FIELDS = frozenset((*AUTO_RESULT_KEYS, "done", "trial_id", "experiment_tag", "should_checkpoint"))

@@ -59,6 +59,9 @@ def start_ray(address: str | None, dashboard: bool, method: str) -> dict:
     return info
 
 
+TRIAL_RETRIES = 2  # times a trial whose process or node was lost runs again
+
+
 def make_trainable(plan: Plan, gpus: float, references: dict):
     """The trainable with everything its trials share (TrialJob), the tuning requests'
     `references` (label -> References for trials) among it: Tune puts it in the object store
@@ -137,8 +140,10 @@ def make_tuner(plan: Plan, trainable, max_concurrent: int, resource_timeout: flo
     )
     run_config = tune.RunConfig(
         name=plan.run_dir.name, storage_path=str(plan.run_dir.parent),
-        # A failed trial (diverged, out of memory) is not retried: it would fail the same way.
-        failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+        # A trial that fails by itself (diverged, out of memory) ends with a report that says so
+        # and is not retried: it would fail the same way. An exception means its process or node
+        # was lost (a preempted node Tune does not even count): run it again, twice at most.
+        failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES, fail_fast=False),
         # TrialFiles first: it takes the history out of the final report before the others see it
         callbacks=[TrialFiles(), TrialLines(plan.num_samples),
                    ResourceWatch(resource_timeout, plan.cpus_per_trial, plan.gpus_per_trial), *mlflow_callbacks(plan),
