@@ -126,7 +126,7 @@ def load_run(run_dir: str | Path) -> RunRecord:
     from ray.tune import ExperimentAnalysis
 
     from .progress import error_reason, trial_dir_name
-    from .trial_files import FAILED_KEY, FINAL_RESULT, finished_reports
+    from .trial_files import FAILED_KEY, FINAL_RESULT
 
     run_dir = Path(run_dir).expanduser().resolve()
     if not (run_dir / SEARCH_FILE).is_file():
@@ -139,20 +139,31 @@ def load_run(run_dir: str | Path) -> RunRecord:
         tune_trials = analysis.trials
     except (ValueError, FileNotFoundError):  # stopped before Tune saved any state
         tune_trials = []
-    trials = []
+    # (id, status, config, folder, last result) of every trial: Tune's, then any trial that
+    # finished after Tune last saved its state, before a hard kill of the driver (Tune's state
+    # lacks it; its folder and the study hold it: study.StudySearch).
+    sources = []
     for t in tune_trials:
         trial_dir = Path(t.path) if t.path else run_dir
         if not trial_dir.is_dir():  # the run directory was moved: find the trial by its id
             matches = list(run_dir.glob(f"*{t.trial_id}*"))
             trial_dir = matches[0] if matches else trial_dir
+        sources.append((t.trial_id, t.status, t.config, trial_dir, t.last_result))
+    known = {trial_id for trial_id, *_ in sources}
+    for final in sorted(run_dir.glob(f"{trial_dir_name('*')}/{FINAL_RESULT}")):
+        trial_id = final.parent.name.removeprefix(trial_dir_name(""))
+        if trial_id not in known and (final.parent / "params.json").is_file():
+            params = json.loads((final.parent / "params.json").read_text())
+            sources.append((trial_id, "TERMINATED", params, final.parent, None))
+    trials = []
+    for trial_id, status, params, trial_dir, last_result in sources:
         history = [r for r in _read_history(trial_dir) if "objective" in r]
         final = trial_dir / FINAL_RESULT
-        status = t.status
         if final.exists():  # Tune's copy of the final report also holds its own fields (iterations, times)
             status = "TERMINATED"
             result = history[-1] if history and history[-1].get("final") == 1 else json.loads(final.read_text())
         else:
-            result = history[-1] if history else dict(t.last_result or {})
+            result = history[-1] if history else dict(last_result or {})
             if status == "TERMINATED":  # ended by the scheduler before its final report
                 status = "EARLY_STOPPED"
         error = ""
@@ -161,20 +172,6 @@ def load_run(run_dir: str | Path) -> RunRecord:
         elif status == "ERROR":  # an exception Tune gave up on
             error_file = trial_dir / "error.txt"
             error = error_reason(error_file.read_text() if error_file.exists() else None)
-        config = {k: v for k, v in t.config.items() if k in search["params"]}
-        trials.append(TrialRecord(t.trial_id, status, config, result, error, str(trial_dir), history))
-    known = {t.trial_id for t in trials}
-    for trial_id, report in sorted(finished_reports(run_dir).items()):
-        # A trial that finished after Tune last saved its state, before a hard kill of the
-        # driver: Tune's state lacks it, its folder and the study hold it (study.StudySearch).
-        trial_dir = run_dir / trial_dir_name(trial_id)
-        if trial_id in known or not (trial_dir / "params.json").is_file():
-            continue
-        params = json.loads((trial_dir / "params.json").read_text())
-        history = [r for r in _read_history(trial_dir) if "objective" in r]
-        result = history[-1] if history and history[-1].get("final") == 1 else report
         config = {k: v for k, v in params.items() if k in search["params"]}
-        failed = result.get(FAILED_KEY, "")
-        trials.append(TrialRecord(trial_id, "ERROR" if failed else "TERMINATED", config, result, failed, str(trial_dir),
-                                  history))
+        trials.append(TrialRecord(trial_id, status, config, result, error, str(trial_dir), history))
     return RunRecord(run_dir, search, trials)

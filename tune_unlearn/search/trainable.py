@@ -169,17 +169,18 @@ def unlearning_trial(config: dict, job: TrialJob) -> None:
         try:
             result = run_method(prepared, method, hparams, job.weights, job.seed,
                                 on_report=report if job.report_every_epoch and i == 0 else None, leakage=job.leakage)
-        except (Diverged, torch.cuda.OutOfMemoryError) as exc:
-            if isinstance(exc, torch.cuda.OutOfMemoryError):
-                _PREPARED.clear()
-                torch.cuda.empty_cache()
-                reason = f"out of GPU memory{where}: {str(exc).splitlines()[0]}"
-            else:
-                reason = f"diverged{where}: {exc}"
-            tune.report(failed_report(reason, reported, history))
-            return
-        results.append((label, result))
-        history += [{**entry, "request": label} if several else entry for entry in result.history]
+        except Diverged as exc:
+            reason = f"diverged{where}: {exc}"
+        except torch.cuda.OutOfMemoryError as exc:
+            _PREPARED.clear()
+            torch.cuda.empty_cache()
+            reason = f"out of GPU memory{where}: {str(exc).splitlines()[0]}"
+        else:
+            results.append((label, result))
+            history += [{**entry, "request": label} if several else entry for entry in result.history]
+            continue
+        tune.report(failed_report(reason, reported, history))
+        return
     final = combined_report(results, reported, job.aggregate)
     final["trial_time_s"] = time.perf_counter() - started  # the whole trial: data, unlearning, evaluation
     final["node_id"] = ray_node_id()  # where it ran (a cluster's node; Tune adds its address as node_ip)
