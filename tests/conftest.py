@@ -9,6 +9,14 @@ runs the rest in well under a minute. A test gets its tier from the fixtures it 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -18,7 +26,7 @@ from tune_unlearn.pipeline import prepare
 from tune_unlearn.runtime import make_runtime
 
 TIER_FIXTURES = {"ray": {"ray_address", "finished_search", "multi_objective_search"},
-                 "train": {"prepared", "corrective"}, "cluster": {"two_nodes", "job_head"}}
+                 "train": {"prepared", "corrective"}, "cluster": {"two_nodes", "job_head", "autoscaling_head"}}
 SLOW_TIERS = ("train", "ray", "cluster")
 
 
@@ -125,3 +133,71 @@ def multi_objective_search(ray_address, tmp_path_factory, session_cache):
             *search_args(tmp, session_cache, "mo", experiment="digits_backdoor")]
     assert search.main(args) == 0
     return tmp / "runs" / "mo"
+
+
+BIN = Path(sys.executable).parent  # this environment's `ray` and `tune-unlearn`
+CURRENT_CLUSTER = Path("/tmp/ray/ray_current_cluster")  # where `ray start` says which cluster ray.init() joins
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def head_env(**more: str) -> dict:
+    """The environment of a `ray start --head` and of what joins it: this environment's `ray`
+    first, no $RAY_ADDRESS, and Ray 2.60's token authentication (the head makes or reads
+    ~/.ray/auth_token, and the job CLI sends it only in token mode: docs/cluster.md)."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "token", **more}
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+@contextlib.contextmanager
+def head_process(args: list[str], env: dict, ready, port: int | None = None, timeout: float = 90):
+    """`ray start --head --block ARGS` on free ports (its GCS on `port` where given) until
+    `ready(port)` says it is up; then stopped by ending that command and every Ray process that
+    joined its GCS (an autoscaler's nodes), not by `ray stop`, which would also stop every other
+    Ray on the machine (the test session's own among them). Yields the GCS port."""
+    before = CURRENT_CLUSTER.read_text() if CURRENT_CLUSTER.exists() else None
+    port = port or free_port()
+    ports = {"--port": port, "--ray-client-server-port": free_port(), "--dashboard-agent-listen-port": free_port(),
+             "--dashboard-agent-grpc-port": free_port(), "--metrics-export-port": free_port(),
+             "--runtime-env-agent-port": free_port()}
+    cmd = [str(BIN / "ray"), "start", "--head", "--block", "--disable-usage-stats", *args,
+           *(f"{k}={v}" for k, v in ports.items())]
+    marker = f"TUNE_UNLEARN_TEST_HEAD={port}"  # inherited by every process of this cluster, its nodes' too
+    head = subprocess.Popen(cmd, env={**env, **dict([marker.split("=")])}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + timeout
+        while not ready(port):
+            assert head.poll() is None, "ray start --head ended"
+            assert time.time() < deadline, "the head did not come up"
+            time.sleep(0.5)
+        yield port
+    finally:
+        head.terminate()
+        head.wait(timeout=60)
+        # what outlives the command: the nodes the head's autoscaler started, their workers and agents
+        for pid in processes_with(f"{marker}\0".encode(), where="environ"):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        if before is None:
+            CURRENT_CLUSTER.unlink(missing_ok=True)
+        else:
+            CURRENT_CLUSTER.write_text(before)
+
+
+def processes_with(text: bytes, where: str = "cmdline") -> list[int]:
+    """The pids of this machine's processes whose command line (or `where`: "environ", their
+    environment) holds `text`."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int(entry.name) != os.getpid() and text in (entry / where).read_bytes():
+                pids.append(int(entry.name))
+        except OSError:  # ended meanwhile
+            continue
+    return pids

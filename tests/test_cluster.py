@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -16,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import search_args, space_file
+from conftest import BIN, free_port, head_env, head_process, processes_with, search_args, space_file
 from tune_unlearn.errors import UserError
 from tune_unlearn.search.cluster import (Node, alive_nodes, concurrency, nodes_that_work, remote_task, run_tasks,
                                         task_cpus)
@@ -33,8 +34,12 @@ def test_trials_and_tasks_are_sized_per_node():
     assert concurrency([Node("a", "x", 16, 4)], 1, 2, None) == 2  # two whole GPUs each
     assert concurrency([Node("a", "x", 3, 0), Node("b", "y", 3, 0)], 2, 0, None) == 2  # 6 CPUs / 2 would say 3
     with pytest.raises(UserError, match=r"one trial needs 3 CPU and 0 GPU on one node, and no node has them "
-                                        r"\(10.0.0.1: 2 CPU; 10.0.0.2: 2 CPU \+ 1 GPU\)"):
+                                        r"\(10.0.0.1: 2 CPU; 10.0.0.2: 2 CPU \+ 1 GPU\).*add --autoscale"):
         concurrency([Node("a", "10.0.0.1", 2, 0), Node("b", "10.0.0.2", 2, 1)], 3, 0, None)
+    # With an autoscaler the nodes present are no limit: what was asked, else what fits now (at least one)
+    assert concurrency(two_gpu_nodes, 1, 0.4, 10, autoscale=True) == 10
+    assert concurrency(two_gpu_nodes, 1, 0.4, None, autoscale=True) == 4
+    assert concurrency([Node("h", "x", 0, 0)], 1, 0.25, None, autoscale=True) == 1  # a GPU group scaled to 0
 
     raw = [{"NodeID": "a", "Alive": True, "Resources": {"CPU": 4.0}},
            {"NodeID": "b", "Alive": True, "Resources": {"CPU": 4.0, "GPU": 1.0}},
@@ -45,6 +50,7 @@ def test_trials_and_tasks_are_sized_per_node():
     assert task_cpus(nodes, gpu=False, groups=1) == 4  # one group: the largest node, not 8 over two nodes
     assert task_cpus(nodes, gpu=False, groups=4) == 2  # four groups share the 8 CPUs
     assert task_cpus(alive_nodes([{"Resources": {"CPU": 2.0}}]), gpu=False, groups=4) == 1
+    assert task_cpus([Node("h", "x", 0, 0)], gpu=True, groups=1, fallback=2) == 2  # no GPU node yet: a trial's CPUs
 
     # The data check covers the nodes that run work: a CPU-only head of a GPU cluster runs none
     head, gpu_worker, cpu_worker = Node("h", "x", 4, 0), Node("g", "y", 4, 1), Node("c", "z", 2, 0)
@@ -84,6 +90,28 @@ def test_tasks_report_a_wait_for_missing_resources_and_their_own_errors(ray_addr
     with pytest.raises(UserError, match=r"1 task\(s\) waited 2 s for a test task on one node .*free now: .*--resource-timeout"):
         run_tasks(nowhere, [(1,)], "a test task", timeout=2)
     assert time.time() - started < 30
+
+
+def test_a_task_whose_process_is_lost_runs_again_then_stops_the_search_in_one_line(ray_address, tmp_path):
+    """A worker that dies (as on a preempted node) is not the task's own error: the task runs
+    again, at most twice, and results come as each task ends."""
+    def dies_once(marker: str, x: int) -> int:
+        if not os.path.exists(marker):
+            Path(marker).touch()
+            os._exit(1)  # the process is lost, as with its node
+        return 10 * x
+
+    def always_dies(x: int) -> int:
+        os._exit(1)
+
+    seen = []
+    task = remote_task(dies_once, num_cpus=1, max_calls=1)
+    calls = [(str(tmp_path / "a"), 1), (str(tmp_path / "b"), 2)]
+    assert run_tasks(task, calls, "a test task", timeout=60, on_result=lambda i, r: seen.append((i, r))) == [10, 20]
+    assert sorted(seen) == [(0, 10), (1, 20)] and (tmp_path / "a").exists()
+    with pytest.raises(UserError, match=r"^a task for a test task was lost 3 times(, the last time on node \S+)? "
+                                        r"\(\w+Error\); run the search again: it resumes where it stopped$"):
+        run_tasks(remote_task(always_dies, num_cpus=1, max_calls=1), [(1,)], "a test task", timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -212,3 +240,97 @@ def test_on_a_cluster_an_oversized_trial_is_refused_and_gpu_shares_pack_per_node
             "print(concurrency(nodes, 1, 0.4, None), concurrency(nodes, 0.5, 0.25, None), concurrency(nodes, 1, 0, None))")
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert proc.stdout.split() == ["2", "4", "4"], proc.stdout + proc.stderr
+
+
+@pytest.fixture
+def autoscaling_head(tmp_path):
+    """A head that runs no work (0 CPU) with an autoscaler that adds 1-CPU nodes when work
+    waits, at most two: Ray's fake multi-node provider, whose nodes are processes on this
+    machine (what ray.cluster_utils.AutoscalingCluster starts, without its `ray stop --force`,
+    which would stop every Ray here, and with the config its wheel does not ship)."""
+    import ray
+
+    ip, port = ray.util.get_node_ip_address(), free_port()
+    config = tmp_path / "autoscaler.json"
+    config.write_text(json.dumps({
+        "cluster_name": "autoscaling", "max_workers": 2, "upscaling_speed": 1.0, "idle_timeout_minutes": 5,
+        "provider": {"type": "fake_multinode", "gcs_address": f"{ip}:{port}", "use_node_id_as_ip": True,
+                     "disable_node_updaters": True, "disable_launch_config_check": True},
+        "available_node_types": {
+            "ray.head.default": {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0},
+            "cpu1": {"resources": {"CPU": 1, "object_store_memory": 150 * 1024**2}, "node_config": {},
+                     "min_workers": 0, "max_workers": 2}},
+        "head_node_type": "ray.head.default", "auth": {}, "docker": {}, "file_mounts": {},
+        "initialization_commands": [], "setup_commands": [], "head_setup_commands": [], "worker_setup_commands": [],
+        "head_start_ray_commands": [], "worker_start_ray_commands": [], "cluster_synced_files": [],
+        "file_mounts_sync_continuously": False, "rsync_exclude": [], "rsync_filter": []}))
+    # A lost node is declared dead after about 2 s instead of Ray's 15 or more
+    env = head_env(AUTOSCALER_UPDATE_INTERVAL_S="1", RAY_FAKE_CLUSTER="1", RAY_health_check_period_ms="500",
+                   RAY_health_check_timeout_ms="1000", RAY_health_check_failure_threshold="3")
+
+    def up(port) -> bool:  # the GCS answers and the autoscaler has reported
+        status = subprocess.run([str(BIN / "ray"), "status", "--address", f"{ip}:{port}"], env=env,
+                                capture_output=True, text=True)
+        return status.returncode == 0 and "Autoscaler" in status.stdout
+
+    args = ["--num-cpus=0", "--include-dashboard=false", "--object-store-memory=150000000",
+            f"--autoscaling-config={config}"]
+    with head_process(args, env, up, port=port):
+        yield SimpleNamespace(address=f"{ip}:{port}", env=env)
+
+
+def test_on_an_autoscaling_cluster_the_search_asks_for_nodes_runs_on_them_and_survives_losing_one(
+        autoscaling_head, tmp_path, session_cache):
+    """No node can run a trial when the search starts: with --autoscale it asks the autoscaler
+    for two trials at once instead of refusing, and the references and the trials run on the
+    nodes that join. One of them is killed (its raylet, as a preempted VM takes it) once a trial
+    has finished there: the search finishes, the finished trial is neither lost nor run again,
+    and the request for nodes is withdrawn at the end."""
+    env = {**autoscaling_head.env, "PYTHONPATH": str(REPO)}
+    # Trials of several seconds (small fine-tuning batches), so that one runs on the node when it goes
+    path = space_file(tmp_path, num_samples=4, params={"decay": {"type": "uniform", "low": 0.0, "high": 0.9}},
+                      fixed={"mask_epochs": 1, "ft_epochs": 6, "ft_batch_size": 16})
+    cmd = [sys.executable, "-m", "tune_unlearn.search", "--space", path,
+           *search_args(tmp_path, session_cache, "autoscaled", "--max-concurrent", "2"), "--gpus-per-trial", "0",
+           "--address", autoscaling_head.address]
+    refused = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1].endswith("add --autoscale"), refused.stderr
+    proc = subprocess.Popen([*cmd, "--autoscale"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    run_dir = tmp_path / "runs" / "autoscaled"
+    deadline = time.time() + 240
+    # the first trial finished, and the third started in its place: on the same node, whose other
+    # trial still runs
+    while not ((first := sorted(run_dir.glob("trial_*/final_result.json")))
+               and len(list(run_dir.glob("trial_*/params.json"))) >= 3):
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
+        time.sleep(0.05)
+    first, before = first[0], first[0].read_bytes()
+    node = json.loads(before)["node_id"]
+    # the node goes as a preempted VM does: its raylet and every process it started (the trial actor)
+    doomed = processes_with(f"--node_id={node}".encode()) + processes_with(
+        f"RAY_OVERRIDE_NODE_ID_FOR_TESTING={node}".encode(), where="environ")
+    assert doomed, f"no process of node {node}"
+    for pid in set(doomed):
+        os.kill(pid, signal.SIGKILL)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-6000:]
+    assert "autoscaler: asked for room for 2 trial(s) of 1 CPU + 0 GPU; the nodes present fit 0" in out
+    assert "2 at a time" in out
+    finals = [json.loads(p.read_text()) for p in run_dir.glob("trial_*/final_result.json")]
+    assert len(finals) == 4 and all(f["final"] == 1 for f in finals), out[-6000:]
+    assert first.read_bytes() == before  # the trial that had finished on the lost node did not run again
+    rows = [r for r in (run_dir / "results.csv").read_text().splitlines()[1:] if ",BASELINE," not in r]
+    assert len(rows) == 4 and all(",TERMINATED," in r for r in rows), rows
+    errors = list(run_dir.glob("trial_*/error.txt"))  # the trial that ran on the lost node ran again
+    assert len(errors) == 1 and "Failure # 1" in errors[0].read_text(), out[-6000:]
+    # Asked from a driver of its own: this process may hold the tests' shared Ray session
+    code = ("import json, ray; ray.init(address=%r, logging_level='ERROR'); "
+            "print(json.dumps([n['NodeID'] for n in ray.nodes() if 'node:__internal_head__' not in n['Resources']]))")
+    nodes = subprocess.run([sys.executable, "-c", code % autoscaling_head.address], env=autoscaling_head.env,
+                           capture_output=True, text=True, timeout=60)
+    workers = set(json.loads(nodes.stdout.strip().splitlines()[-1]))
+    assert {f["node_id"] for f in finals} <= workers  # the head has no CPU: every trial ran on an added node
+    status = subprocess.run([str(BIN / "ray"), "status", "--address", autoscaling_head.address], env=autoscaling_head.env,
+                            capture_output=True, text=True, timeout=60)
+    assert "From request_resources:\n (none)" in status.stdout, status.stdout  # the request withdrawn

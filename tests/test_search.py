@@ -18,7 +18,7 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
-from conftest import search_args, space_file
+from conftest import processes_with, search_args, space_file
 from tune_unlearn.commands import search
 from tune_unlearn.errors import UserError
 from tune_unlearn.search.results import load_run
@@ -97,9 +97,10 @@ def test_search_runs_every_trial_reports_finite_objectives_and_exports(finished_
     assert math.isfinite(saved["original_objective"])
 
 
-def completed_trials(run_dir):
-    """The finished trials of a search's Optuna study, read from its optuna.db as a user would."""
-    study = optuna.load_study(study_name=run_dir.name, storage=f"sqlite:///{run_dir / 'optuna.db'}")
+def completed_trials(run_dir, storage=None):
+    """The finished trials of a search's Optuna study, read from its optuna.db (or `storage`) as
+    a user would."""
+    study = optuna.load_study(study_name=run_dir.name, storage=storage or f"sqlite:///{run_dir / 'optuna.db'}")
     return study, study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
 
 
@@ -175,16 +176,34 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_search_goes_on(ray_addr
     assert "failed trial" in capsys.readouterr().out
 
 
+def test_a_trial_on_a_node_without_the_data_stops_the_search_in_one_line(ray_address, prepared, tmp_path):
+    """A node an autoscaler adds after the search's own data check: the first trial there
+    cannot load the data (here: another copy than the references were made on), and the search
+    stops naming the node instead of failing every trial placed there."""
+    import dataclasses
+
+    from ray import tune
+
+    from tune_unlearn.evaluation.objective import Weights
+    from tune_unlearn.search.progress import NodeDataWatch
+    from tune_unlearn.search.trainable import TrialJob, unlearning_trial
+    from tune_unlearn.search.tuner import fit
+
+    other_copy = dataclasses.replace(prepared.refs.for_trials(), fingerprint={"name": "elsewhere"})
+    job = TrialJob(prepared.experiment, str(tmp_path), "selective", {}, Weights(), seed=0, cpus=1,
+                   requests=(("r", prepared.experiment),), references={"r": other_copy})
+    tuner = tune.Tuner(tune.with_parameters(unlearning_trial, job=job), param_space={"decay": 0.5},
+                       tune_config=tune.TuneConfig(num_samples=3, max_concurrent_trials=1),
+                       run_config=tune.RunConfig(storage_path=str(tmp_path), name="nodata", callbacks=[NodeDataWatch()]))
+    with pytest.raises(UserError, match=r"^node [\d.]+: the data set here .* is not the one the references were made "
+                                        r"on .*; the search stopped: run it again once the node has it, it resumes$"):
+        fit(tuner)  # as the driver runs it: Tune itself would raise a TuneError with a traceback
+    assert len(list((tmp_path / "nodata").glob("unlearning_trial_*"))) == 1  # one trial, not trial after trial
+
+
 def trial_processes() -> list[int]:
     """The pids of this machine's Tune trial actors (Ray names the process after the actor)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(b"ray::ImplicitFunc"):
-                pids.append(int(entry.name))
-        except OSError:  # ended meanwhile
-            continue
-    return pids
+    return processes_with(b"ray::ImplicitFunc")
 
 
 def test_a_trial_whose_process_dies_runs_again(ray_address, tmp_path, session_cache):
@@ -258,6 +277,12 @@ def test_bad_input_stops_before_ray_starts(tmp_path, capsys, monkeypatch):
          "--storage-path nosuch://bucket/x: Unrecognized filesystem type in URI"),
         (["--space", "default", "--address", "ray://head:10001"], "Ray Client (ray://) is not supported"),
         (["--space", "default", "--resource-timeout", "0"], "--resource-timeout must be > 0 seconds, got 0"),
+        (["--space", "default", "--autoscale"], "--autoscale needs a cluster (--address or $RAY_ADDRESS)"),
+        (["--space", "default", "--optuna-storage", "db-host/optuna"], "--optuna-storage 'db-host/optuna': not a database URL"),
+        (["--space", "default", "--optuna-storage", "postgresql://tuner:secret@db/optuna"],
+         "--optuna-storage postgresql://tuner:***@db/optuna: a password in the URL would be saved in the run's files"),
+        (["--space", "default", "--optuna-storage", f"sqlite:///{tmp_path}/no/such/folder/x.db"],
+         "cannot open it (OperationalError"),
     ]
     from tune_unlearn.search.options import dashboard_missing
 
@@ -384,20 +409,30 @@ def test_asha_compares_trials_at_equal_evaluated_epochs(ray_address, tmp_path, s
 # Through Ray end to end: a genetic sampler (the kind Optuna 5.1 cannot pickle) and GP; TPE
 # runs in every other search here, and test_searcher.py pickles and restores every sampler.
 @pytest.mark.parametrize("sampler", ["nsga2", "gp"])
-def test_each_sampler_runs_a_search_and_is_saved_for_resume(ray_address, tmp_path, session_cache, sampler):
+def test_each_sampler_runs_a_search_and_is_saved_for_resume(ray_address, tmp_path, session_cache, sampler, capsys):
     path = space_file(tmp_path, num_samples=2, params={"lam": {"type": "loguniform", "low": 1e-8, "high": 1e-4}},
                       fixed={"mask_epochs": 1, "ft_epochs": 1})
     multi = ["--multi-objective"] if sampler.startswith("nsga") else []
-    args = ["--space", path, "--sampler", sampler, "--seed", "3", *multi, *search_args(tmp_path, session_cache, sampler)]
+    # GP's study in a database of its own, as a database server would hold it (--optuna-storage)
+    database = f"sqlite:///{tmp_path / 'server.db'}" if sampler == "gp" else None
+    server = ["--optuna-storage", database] if database else []
+    args = ["--space", path, "--sampler", sampler, "--seed", "3", *multi, *server,
+            *search_args(tmp_path, session_cache, sampler)]
     assert search.main(args) == 0
     run_dir = tmp_path / "runs" / sampler
+    if database:
+        assert not (run_dir / "optuna.db").exists()
+        # a new search of the same name elsewhere would continue this study: refused before Ray
+        other = ["--space", path, "--sampler", sampler, *server, *search_args(tmp_path / "elsewhere", session_cache, sampler)]
+        assert search.main(other) == 2
+        assert f"already holds a study named '{sampler}' (another search's)" in capsys.readouterr().err
     saved = json.loads((run_dir / "search.json").read_text())
     assert saved["sampler"] == sampler and saved["seed"] == 3 and saved["study_name"] == sampler
     classes = {"tpe": "TPESampler", "nsga2": "NSGAIISampler", "nsga3": "NSGAIIISampler", "gp": "GPSampler",
                "random": "RandomSampler"}
     state = pickle.loads(next(run_dir.glob("searcher-state-*.pkl")).read_bytes())
     assert state["_sampler"].name == sampler and type(state["_sampler"].sampler).__name__ == classes[sampler]
-    study, done = completed_trials(run_dir)
+    study, done = completed_trials(run_dir, database)
     assert len(done) == 2 and len(study.directions) == (6 if multi else 1)  # digits: 4 gaps, example_gap, cost
 
 

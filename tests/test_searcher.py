@@ -1,6 +1,8 @@
 """The Optuna searcher Ray drives, exercised without Ray running: suggestions stay inside the
 space, the sampler is seeded, and finished trials feed the study."""
 
+import json
+
 import optuna
 import pytest
 from ray.tune.search.optuna import OptunaSearch
@@ -200,3 +202,27 @@ def test_the_searcher_stops_at_its_total_counting_a_trial_tune_lost_but_not_one_
     study.tell(study.ask(), 0.5)  # finished after Tune last saved its state: in the study only
     assert isinstance(searcher.suggest("t1"), dict)  # the third trial: the lost one does not count
     assert searcher.suggest("t2") == StudySearch.FINISHED  # t0, the one Tune lost, t1
+
+
+def test_a_trial_whose_node_had_no_data_does_not_count_against_the_total(tmp_path):
+    """It never ran: a resume, once the node has the data, runs a trial in its place."""
+    from tune_unlearn.search.study import LOST_ATTR, StudySearch, open_storage
+    from tune_unlearn.search.trial_files import FAILED_KEY, NODE_DATA_KEY, finished_reports
+
+    space = load_space("default")
+    searcher = StudySearch(metric="objective", mode="max", storage=open_storage(tmp_path), study_name="s",
+                           sampler=optuna.samplers.RandomSampler(seed=0), total=1)
+    searcher.set_search_properties("objective", "max", space.tune_space())
+    searcher.suggest("t0")
+    searcher.on_trial_complete("t0", result={"objective": float("nan"), FAILED_KEY: "node 10.0.0.9: no data",
+                                             NODE_DATA_KEY: True})
+    [t0] = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials
+    assert t0.state == optuna.trial.TrialState.FAIL and t0.system_attrs.get(LOST_ATTR)
+    assert isinstance(searcher.suggest("t1"), dict)
+    searcher.on_trial_complete("t1", result={"objective": 1.0})
+    assert searcher.suggest("t2") == StudySearch.FINISHED
+    # and its final report is not one a resume reports again: that trial runs
+    for trial, report in (("t0", {FAILED_KEY: "node 10.0.0.9: no data", NODE_DATA_KEY: True}), ("t1", {"objective": 1.0})):
+        (tmp_path / f"trial_{trial}").mkdir()
+        (tmp_path / f"trial_{trial}" / "final_result.json").write_text(json.dumps(report))
+    assert list(finished_reports(tmp_path)) == ["t1"]

@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Optuna sampler: tpe (default), nsga2 or nsga3 (genetic, --multi-objective only), gp (Gaussian "
                         "process) or random")
     p.add_argument("--seed", type=int, default=0, help="seed of the Optuna sampler (default: 0)")
+    p.add_argument("--optuna-storage", metavar="DATABASE_URL",
+                   help="keep the Optuna study in this database (SQLAlchemy URL, e.g. postgresql://user@db-host/optuna; "
+                        "the password from the environment or ~/.pgpass, never in the URL) instead of optuna.db in "
+                        "the run: a database server outlives the head node")
     p.add_argument("--weight", action="append", default=[], metavar="NAME=VALUE", help="override an objective weight")
     p.add_argument("--leakage", action="store_true",
                    help="measure leakage (pl_forget_acc, leak_gap) in every trial; on by itself when the leak weight > 0")
@@ -55,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the interrupted search --name (default: the latest)")
     p.add_argument("--address", help="join a running Ray cluster ('auto', or the head's host:port; default: $RAY_ADDRESS "
                                      "if set, else a local Ray session; ray:// is refused)")
+    p.add_argument("--autoscale", action="store_true",
+                   help="the cluster adds nodes on demand (Ray's autoscaler, KubeRay): --max-concurrent and "
+                        "--gpus-per-trial may exceed the nodes present, and the search asks the autoscaler for them")
     p.add_argument("--resource-timeout", type=float, default=DEFAULT_RESOURCE_TIMEOUT_S, metavar="SECONDS",
                    help="stop the search when a task or a trial has waited this long for CPUs or GPUs and nothing of "
                         f"the search runs (default: {DEFAULT_RESOURCE_TIMEOUT_S:g})")
@@ -93,8 +100,9 @@ def parse_options(argv: list[str] | None = None) -> SearchOptions:
         num_samples=args.num_samples, max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial, scheduler=args.scheduler, report_every_epoch=args.report_every_epoch,
         multi_objective=args.multi_objective, sampler=args.sampler, seed=args.seed,
+        optuna_storage=args.optuna_storage,
         weights=parse_assignments(args.weight, "--weight"), leakage=args.leakage, storage_path=args.storage_path,
-        name=args.name, resume=args.resume, address=args.address, resource_timeout=args.resource_timeout,
+        name=args.name, resume=args.resume, address=args.address, autoscale=args.autoscale, resource_timeout=args.resource_timeout,
         dashboard=args.dashboard, mlflow=args.mlflow, requests=tuple(args.requests or ()),
         holdout=None if args.holdout is None else tuple(args.holdout), aggregate=args.aggregate,
         holdout_top=args.holdout_top, reseeds=args.reseeds, reseed_top=args.reseed_top, top=args.top,

@@ -57,22 +57,42 @@ def trial_slots(node: Node, cpus: float, gpus: float) -> int:
     return slots
 
 
-def concurrency(nodes: list[Node], cpus: float, gpus: float, requested: int | None) -> int:
+def concurrency(nodes: list[Node], cpus: float, gpus: float, requested: int | None, autoscale: bool = False) -> int:
     """Trials at once: what fits on the nodes, one by one, at most `requested`; a UserError
-    when no node can hold one trial (Tune would wait for it forever)."""
+    when no node can hold one trial (Tune would wait for it forever). With `autoscale` (a
+    cluster that adds nodes on demand) the nodes present are no limit: `requested` trials, or
+    as many as fit now (at least one), and the autoscaler is asked for them (request_nodes)."""
     slots = sum(trial_slots(n, cpus, gpus) for n in nodes)
+    if autoscale:
+        return requested or max(1, slots)
     if slots < 1:
         raise UserError(f"one trial needs {cpus:g} CPU and {gpus:g} GPU on one node, and no node has them "
-                        f"({describe(nodes)}); lower --cpus-per-trial or --gpus-per-trial")
+                        f"({describe(nodes)}); lower --cpus-per-trial or --gpus-per-trial, or, on a cluster that adds "
+                        "nodes on demand, add --autoscale")
     return min(requested, slots) if requested else slots
 
 
-def task_cpus(nodes: list[Node], gpu: bool, groups: int) -> int:
+def bundle(cpus: float, gpus: float) -> dict:
+    return {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
+
+
+def request_nodes(bundles: list[dict]) -> None:
+    """Ask the cluster's autoscaler for room for every one of `bundles` at once (Ray's
+    request_resources: it adds nodes now rather than when work waits, and keeps them while the
+    request stands). An empty list withdraws the request, so idle nodes can go. Without an
+    autoscaler nothing reads it."""
+    from ray.autoscaler.sdk import request_resources
+
+    request_resources(bundles=bundles)
+
+
+def task_cpus(nodes: list[Node], gpu: bool, groups: int, fallback: float = 1) -> int:
     """CPUs for each reference task: with a GPU, as many as the largest node with a GPU has (at
     most 8); without, an equal share of the cluster's CPUs per group of requests, at most what
-    the largest node has, so that every task fits on one node."""
-    usable = [n for n in nodes if n.gpus >= 1] if gpu else nodes
-    largest = int(max((n.cpus for n in usable), default=1))
+    the largest node has, so that every task fits on one node. `fallback` (a trial's CPUs) where
+    no such node is there yet (an autoscaler will add it)."""
+    usable = [n for n in nodes if n.gpus >= 1] if gpu else [n for n in nodes if n.cpus > 0]
+    largest = int(max((n.cpus for n in usable), default=fallback))
     share = largest if gpu else int(sum(n.cpus for n in nodes)) // groups
     return max(1, min(8, largest, share))
 
@@ -89,9 +109,14 @@ def waited_too_long(what: str, needs: str, timeout: float) -> UserError:
                      "--resource-timeout")
 
 
+TASK_RETRIES = 2  # times a task whose process or node was lost runs again (as a trial: tuner.TRIAL_RETRIES)
+
+
 def remote_task(fn, **options):
-    """`fn` as a Ray task for run_tasks: it first says that it has started, then returns fn's
-    result (a generator task: the driver sees the start before the end)."""
+    """`fn` as a Ray task for run_tasks: it first says on which node it has started, then
+    returns fn's result (a generator task: the driver sees the start before the end). Ray does
+    not retry it: task_results does, so that a task sent again waits for resources under the
+    same limit as a new one."""
     import ray
 
     def task(*args):
@@ -99,54 +124,78 @@ def remote_task(fn, **options):
         yield fn(*args)
 
     task.__name__ = task.__qualname__ = fn.__name__
-    return ray.remote(**options)(task)
+    return ray.remote(**{"max_retries": 0, **options})(task)
 
 
-def run_tasks(task, calls: list[tuple], needs: str, timeout: float) -> list:
+def run_tasks(task, calls: list[tuple], needs: str, timeout: float, on_result=None) -> list:
     """Run `task` (remote_task) once per argument tuple of `calls`; their results, in order
     (task_results)."""
-    return task_results([task.remote(*args) for args in calls], needs, timeout)
+    return task_results([lambda args=args: task.remote(*args) for args in calls], needs, timeout, on_result)
 
 
-def task_results(started: list, needs: str, timeout: float) -> list:
-    """The results of tasks made by remote_task (`started`: what their .remote() returned), in
-    order. A UserError raised in a task is raised here as itself. When none of the tasks runs and
-    one still waits to start, for `timeout` seconds since the last one started or ended, the
-    search stops with what they need (`needs`) and what the cluster has. The wait includes a
-    worker process's start (a second or two): the limit is for resources, not for the work."""
+def task_results(submits: list, needs: str, timeout: float, on_result=None) -> list:
+    """Start each of `submits` (a function that starts a task made by remote_task: its
+    .remote(...)) and return their results, in order; `on_result(i, result)` as each ends.
+
+    A UserError raised in a task is raised here as itself. A task whose process or node is lost
+    (a preempted node, a killed worker) is started again, at most TASK_RETRIES times, then the
+    search stops with one line. When none of the tasks runs and one still waits to start, for
+    `timeout` seconds since the last one started or ended, the search stops with what they need
+    (`needs`) and what the cluster has. The wait includes a worker process's start (a second or
+    two): the limit is for resources, not for the work."""
     import ray
 
-    waiting = {id(g): i for i, g in enumerate(started)}  # not started yet
-    running: dict[int, int] = {}
+    started = [submit() for submit in submits]
+    lost = [0] * len(started)
+    waiting = set(range(len(started)))  # not started yet
+    running: dict[int, str] = {}  # -> the node it runs on
     results: list = [None] * len(started)
     last = time.monotonic()
+
+    def stop(error: Exception):
+        for gen in started:
+            ray.cancel(gen, force=True)
+        raise error
+
     while waiting or running:
-        watched = [started[i] for i in (*waiting.values(), *running.values())]
-        ready, _ = ray.wait(watched, num_returns=1, timeout=min(1.0, timeout))
+        watched = {id(started[i]): i for i in (*waiting, *running)}
+        ready, _ = ray.wait([started[i] for i in watched.values()], num_returns=1, timeout=min(1.0, timeout))
         for gen in ready:
-            i = waiting.pop(id(gen), None)
-            if i is not None:  # its first item: it started
-                next(gen)
-                running[id(gen)] = i
+            i = watched[id(gen)]
+            try:
+                value = ray.get(next(gen))
+            except ray.exceptions.RayTaskError as exc:  # raised by the task's own code
+                stop(exc.cause if isinstance(exc.cause, UserError) else exc)
+            except ray.exceptions.RayError as exc:  # its process or its node was lost
+                node = running.pop(i, None)
+                lost[i] += 1
+                if lost[i] > TASK_RETRIES:
+                    where = f", the last time on node {node_address(node)}" if node else ""
+                    stop(UserError(f"a task for {needs} was lost {lost[i]} times{where} ({type(exc).__name__}); run the "
+                                   "search again: it resumes where it stopped"))
+                waiting.add(i)
+                started[i] = submits[i]()
             else:
-                results[running.pop(id(gen))] = _get(next(gen))
+                if i in waiting:  # its first item: it started
+                    waiting.remove(i)
+                    running[i] = value
+                else:
+                    del running[i]
+                    results[i] = value
+                    if on_result:
+                        on_result(i, value)
             last = time.monotonic()
         if waiting and not running and time.monotonic() - last > timeout:
-            for gen in started:
-                ray.cancel(gen, force=True)
-            raise waited_too_long(f"{len(waiting)} task(s)", needs, timeout)
+            stop(waited_too_long(f"{len(waiting)} task(s)", needs, timeout))
     return results
 
 
-def _get(ref):
+def node_address(node_id: str) -> str:
+    """A node's address as ray.nodes() knows it (the dead ones too), for messages."""
     import ray
 
-    try:
-        return ray.get(ref)
-    except ray.exceptions.RayTaskError as exc:
-        if isinstance(exc.cause, UserError):
-            raise exc.cause from None
-        raise
+    known = {n.get("NodeID"): n.get("NodeManagerAddress", "?") for n in ray.nodes()}
+    return known.get(node_id, node_id[:12])
 
 
 def nodes_that_work(nodes: list[Node], cpus: float, gpus: float) -> list[Node]:
@@ -168,7 +217,7 @@ def check_data_on_nodes(plan, download: bool, nodes: list[Node], timeout: float)
 
     task = remote_task(node_data, num_cpus=0, max_calls=1)
     working = nodes_that_work(nodes, plan.cpus_per_trial, plan.gpus_per_trial or 0.0)
-    answers = task_results([task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n.node_id, soft=False))
+    answers = task_results([lambda n=n: task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n.node_id, soft=False))
                             .remote(plan.experiment, download) for n in working], "the data check", timeout)
     seen: dict[str, Node] = {}
     for node, answer in zip(working, answers):

@@ -13,6 +13,7 @@ optuna.load_study; a resume continues it); --mlflow logs every trial to MLflow a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -26,7 +27,7 @@ from .results import SEARCH_FILE, TIMINGS_FILE
 from .storage import RunStore
 from .references import (PINNED_FILE, check_same_references, pin_references, pinned_references, prepare_references,
                          separation)
-from .tuner import make_trainable, make_tuner, start_ray
+from .tuner import fit, make_trainable, make_tuner, start_ray
 
 
 class Phases:
@@ -65,6 +66,9 @@ def run_search(options: SearchOptions) -> Path:
         if options.sampler and options.sampler != plan.sampler:
             raise UserError(f"{run_dir} was searched with --sampler {plan.sampler}; a resume continues that study "
                             "(drop --sampler, or start a new search)")
+        if options.optuna_storage and options.optuna_storage != plan.optuna_storage:
+            raise UserError(f"{run_dir} keeps its study in {plan.optuna_storage or 'its optuna.db'}; a resume continues "
+                            "that study (drop --optuna-storage)")
         print(f"resuming {store.where(run_dir.name)}" + (f" (working copy {run_dir})" if store.uri else ""), flush=True)
     else:
         plan = make_plan(options)
@@ -72,19 +76,66 @@ def run_search(options: SearchOptions) -> Path:
             from ..data.load import load_data
 
             load_data(plan.experiment, "cpu", options.download)
+    if plan.optuna_storage:
+        from .study import check_study_database
+
+        check_study_database(plan.optuna_storage, plan.study_name, resuming)
     clock.lap("plan")
     info = start_ray(address, options.dashboard, plan.method)
     clock.lap("ray_start")
-    from .cluster import alive_nodes, check_data_on_nodes, concurrency
+    from .cluster import alive_nodes, concurrency
 
     nodes = alive_nodes()
     gpus = plan.gpus_per_trial
     if gpus is None:
         gpus = 0.25 if any(n.gpus > 0 for n in nodes) else 0.0
-    if gpus > 0 and not any(n.gpus > 0 for n in nodes):
-        raise UserError(f"--gpus-per-trial {gpus:g} asked for, but the Ray cluster has no GPU")
+    if gpus > 0 and not any(n.gpus > 0 for n in nodes) and not options.autoscale:
+        raise UserError(f"--gpus-per-trial {gpus:g} asked for, but the Ray cluster has no GPU"
+                        + ("; on a cluster that adds GPU nodes on demand, add --autoscale" if address else ""))
     plan.gpus_per_trial = gpus
-    max_concurrent = concurrency(nodes, plan.cpus_per_trial, gpus, options.max_concurrent)  # per node; refuses a trial too large
+    # per node; refuses a trial too large, unless an autoscaler is there to add a node for it
+    max_concurrent = concurrency(nodes, plan.cpus_per_trial, gpus, options.max_concurrent, options.autoscale)
+    gpu = gpus > 0 or any(n.gpus >= 1 for n in nodes)  # the reference, reseed and held-out tasks run on a GPU
+    with contextlib.ExitStack() as held:
+        if options.autoscale:
+            held.callback(ask_autoscaler, nodes, plan, 0, gpus)  # withdrawn when the search ends, however it ends
+            ask_autoscaler(nodes, plan, max_concurrent, gpus)
+        run_dir = search_on_ray(options, plan, run_dir, store, clock, address, nodes, gpu, max_concurrent)
+    clock.lap("summary")
+    if info["owned"]:  # stopped here rather than at exit, so that it is timed too
+        import ray
+
+        ray.shutdown()
+    clock.lap("ray_stop")
+    atomic_write_text(run_dir / TIMINGS_FILE, clock.to_json())
+    store.upload(run_dir.name)
+    return run_dir
+
+
+def ask_autoscaler(nodes, plan: Plan, trials: int, gpus: float) -> None:
+    """Ask the cluster's autoscaler for room for `trials` trials at once (0: withdraw the
+    request), before the references, so that the nodes start while they are prepared."""
+    from .cluster import bundle, request_nodes, trial_slots
+
+    if not trials:  # at the end: a cluster gone meanwhile took the request with it, and the search's own error counts
+        with contextlib.suppress(Exception):
+            request_nodes([])
+        return
+    request_nodes([bundle(plan.cpus_per_trial, gpus)] * trials)
+    present = sum(trial_slots(n, plan.cpus_per_trial, gpus) for n in nodes)
+    print(f"autoscaler: asked for room for {trials} trial(s) of {plan.cpus_per_trial:g} CPU + {gpus:g} GPU; the "
+          f"nodes present fit {present}", flush=True)
+
+
+def search_on_ray(options: SearchOptions, plan: Plan, run_dir: Path | None, store: RunStore, clock: Phases,
+                  address: str | None, nodes, gpu: bool, max_concurrent: int) -> Path:
+    """The search's phases once Ray runs: the data check, the references, the trials, the
+    reseeds, the held-out runs and the export. Returns the run directory."""
+    from .cluster import check_data_on_nodes
+
+    resuming = run_dir is not None
+    first_start = json.loads((run_dir / SEARCH_FILE).read_text()) if resuming else None
+    gpus = plan.gpus_per_trial
     local = not address
     if not local:  # the driver's own check does not speak for the other nodes
         check_data_on_nodes(plan, options.download, nodes, options.resource_timeout)
@@ -94,7 +145,7 @@ def run_search(options: SearchOptions) -> Path:
         refs, trial_refs = pinned
         print(f"references: the ones this search started with ({PINNED_FILE}), whatever the cache holds now", flush=True)
     else:
-        refs, trial_refs = prepare_references(plan, nodes, options.download, local, options.resource_timeout)
+        refs, trial_refs = prepare_references(plan, nodes, gpu, options.download, local, options.resource_timeout)
         if resuming:
             check_same_references(first_start, refs, run_dir)
         pin_references(plan.run_dir, refs, trial_refs)
@@ -131,7 +182,7 @@ def run_search(options: SearchOptions) -> Path:
             tuner = make_tuner(plan, trainable, max_concurrent, options.resource_timeout, store)
         clock.lap("tuner")
         started = time.time()
-        tuner.fit()
+        fit(tuner)
     clock.lap("trials")
     from .export import export_run
     from .summary import summary
@@ -142,7 +193,6 @@ def run_search(options: SearchOptions) -> Path:
     record = export_run(plan.run_dir, top=options.top)
     store.upload(plan.run_dir.name)
     clock.lap("export")
-    gpu = any(n.gpus >= 1 for n in nodes)
     if plan.reseeds > 1 and record.ranked():
         from .reseed import run_reseeds
 
@@ -170,12 +220,4 @@ def run_search(options: SearchOptions) -> Path:
             from .tracking import log_holdout
 
             log_holdout(plan.mlflow, plan.study_name, record.holdout)
-    clock.lap("summary")
-    if info["owned"]:  # stopped here rather than at exit, so that it is timed too
-        import ray
-
-        ray.shutdown()
-    clock.lap("ray_stop")
-    atomic_write_text(plan.run_dir / TIMINGS_FILE, clock.to_json())
-    store.upload(plan.run_dir.name)
     return plan.run_dir

@@ -36,12 +36,14 @@ class SearchOptions:
     multi_objective: bool = False
     sampler: str | None = None  # None: tpe (or, on a resume, the study's own)
     seed: int = 0
+    optuna_storage: str | None = None  # a database URL for the study; None: optuna.db in the run
     weights: Mapping[str, float] = field(default_factory=dict)  # objective weights over the space's
     leakage: bool = False
     storage_path: str = "runs"  # a folder, file:///absolute/path, or a URI pyarrow opens (storage.py)
     name: str | None = None  # an existing run of this name resumes
     resume: bool = False
     address: str | None = None  # a Ray cluster to join; None: $RAY_ADDRESS, else a local session
+    autoscale: bool = False  # the cluster adds nodes on demand: ask its autoscaler, do not cap at the nodes present
     resource_timeout: float = DEFAULT_RESOURCE_TIMEOUT_S
     dashboard: bool = False
     mlflow: str | None = None  # None: no MLflow; "": a store in the run directory; else a tracking URI
@@ -82,11 +84,32 @@ class SearchOptions:
             raise UserError(f"unknown sampler {self.sampler!r}; allowed: {', '.join(SAMPLERS)}")
         if self.mlflow is not None and importlib.util.find_spec("mlflow") is None:
             raise UserError("--mlflow needs the mlflow extra: pip install -e '.[mlflow]'")
+        if self.optuna_storage is not None:
+            check_database_url(self.optuna_storage)
         RunStore.of(self.storage_path)
         check_job_storage(self.storage_path)
         cluster_address(self.address)
+        if self.autoscale and not cluster_address(self.address):
+            raise UserError("--autoscale needs a cluster (--address or $RAY_ADDRESS): a local Ray session has no autoscaler")
         if self.dashboard and (why := dashboard_missing()):
             raise UserError(f"--dashboard needs the dashboard extra ({why}): pip install -e '.[dashboard]'")
+
+
+def check_database_url(url: str) -> None:
+    """--optuna-storage: a database URL SQLAlchemy can read, without a password. The URL is kept
+    in search.json and in Tune's state (the pickled searcher), which a cloud run uploads."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise UserError(f"--optuna-storage {url!r}: not a database URL (e.g. postgresql://user@host/optuna, "
+                        "mysql+pymysql://user@host/optuna, sqlite:////absolute/path.db)") from None
+    if parsed.password:
+        raise UserError(f"--optuna-storage {parsed.render_as_string(hide_password=True)}: a password in the URL would be "
+                        "saved in the run's files; give it through the database's own means (PGPASSWORD, ~/.pgpass, "
+                        "a MySQL option file)")
 
 
 def check_job_storage(storage_path: str) -> None:

@@ -55,6 +55,7 @@ class Plan:
     # and the best is chosen on the mean (reseed.py); 1: on the trials' own single runs.
     reseeds: int = 1
     reseed_top: int = 3
+    optuna_storage: str | None = None  # the study's database (--optuna-storage); None: optuna.db in the run
 
     def tuning_experiments(self) -> list[tuple[str, Experiment]]:
         """(label, experiment) of every request the search tunes on."""
@@ -94,7 +95,7 @@ class Plan:
             "requests": [{"label": r.label, "overrides": dict(r.overrides)} for r in self.requests],
             "holdout": [{"label": r.label, "overrides": dict(r.overrides)} for r in self.holdout],
             "aggregate": self.aggregate, "holdout_top": self.holdout_top, "reseeds": self.reseeds,
-            "reseed_top": self.reseed_top,
+            "reseed_top": self.reseed_top, "optuna_storage": self.optuna_storage,
         }
 
     @classmethod
@@ -112,7 +113,8 @@ class Plan:
                    saved["gpus_per_trial"], run_dir, saved.get("leakage", False), saved.get("sampler", "tpe"),
                    saved.get("mlflow"), saved.get("report_every_epoch", True),  # older searches reported every epoch
                    requests("requests"), requests("holdout"), saved.get("aggregate", "mean"), saved.get("holdout_top", 3),
-                   saved.get("reseeds", 1), saved.get("reseed_top", 3))  # older searches: chosen on one run
+                   saved.get("reseeds", 1), saved.get("reseed_top", 3),  # older searches: chosen on one run
+                   saved.get("optuna_storage"))
 
 
 def choose_space(options: SearchOptions) -> SearchSpace:
@@ -180,7 +182,7 @@ def make_plan(options: SearchOptions) -> Plan:
                 None if options.mlflow is None else options.mlflow or f"sqlite:///{run_dir / MLFLOW_FILE}",
                 options.report_every_epoch or options.scheduler == "asha", tuning, holdout,
                 options.aggregate or space.aggregate, options.holdout_top or space.holdout_top, options.reseeds,
-                options.reseed_top)
+                options.reseed_top, options.optuna_storage)
 
 
 def absolute_root(exp: Experiment) -> Experiment:

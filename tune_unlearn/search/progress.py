@@ -1,5 +1,5 @@
 """One line per finished or failed trial while a search runs (beside Tune's status table), and
-the watch that stops a search whose trials cannot start.
+the watches that stop a search whose trials cannot start or cannot load the data.
 
 Kept out of search.py: Tune pickles callbacks into its experiment state, and classes defined
 in a `python -m` entry module would not unpickle on resume.
@@ -125,3 +125,19 @@ class ResourceWatch(tune.Callback):
             from .cluster import waited_too_long
 
             raise waited_too_long("no trial started: they", f"{self.cpus:g} CPU + {self.gpus:g} GPU each", self.timeout)
+
+
+class NodeDataWatch(tune.Callback):
+    """Stops the search, in one line naming the node, when a trial could not load the data set
+    on its node (trainable: a failed report marked NODE_DATA_KEY). The search checks the nodes
+    present when it starts (cluster.check_data_on_nodes); a node an autoscaler adds later is
+    checked by its first trial, and every trial placed there would fail the same way."""
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        from .trial_files import FAILED_KEY, NODE_DATA_KEY
+
+        if result.get(NODE_DATA_KEY):
+            from ..errors import UserError
+
+            raise UserError(f"{result[FAILED_KEY]} (every node that runs trials needs the data set at the same path, "
+                            "or --download); the search stopped: run it again once the node has it, it resumes")

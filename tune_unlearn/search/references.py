@@ -65,9 +65,10 @@ def check_same_references(saved: dict, summary: dict, run_dir: Path) -> None:
                         "trials were scored against other models; restore the cache, or start a new search")
 
 
-def prepare_references(plan: Plan, nodes: list[Node], download: bool, local: bool,
+def prepare_references(plan: Plan, nodes: list[Node], gpu: bool, download: bool, local: bool,
                        timeout: float) -> tuple[dict, dict[str, References]]:
-    """Train or load every request's references (tuning and held-out). Returns them scored like
+    """Train or load every request's references (tuning and held-out), on a GPU where `gpu`.
+    Returns them scored like
     trials (References.scored), with where they came from, and label -> the request's
     References for trials (References.for_trials), which reach the trials through Ray's object
     store: a trial on any node needs no cache, only the data set.
@@ -84,7 +85,6 @@ def prepare_references(plan: Plan, nodes: list[Node], download: bool, local: boo
     from ..evaluation.references import NotCached
 
     groups = request_groups(plan)
-    gpu = any(n.gpus >= 1 for n in nodes)
     if local and not gpu:
         everything = [r for group in groups for r in group]
         try:  # all cached (every search after the first): no task to start
@@ -92,7 +92,7 @@ def prepare_references(plan: Plan, nodes: list[Node], download: bool, local: boo
         except NotCached:
             pass
 
-    cpus = task_cpus(nodes, gpu, len(groups))
+    cpus = task_cpus(nodes, gpu, len(groups), fallback=plan.cpus_per_trial)
     work = [[r for group in groups for r in group]] if gpu else groups
     # --original is a file on the driver's node: the tasks get its bytes
     original = None if local or plan.original is None else original_bytes(plan.original)

@@ -4,7 +4,8 @@ these runs: they start after Tune has finished.
 
 Each run uses the references the driver holds (label -> References for trials), never a
 node's cache. On a local machine without a GPU the runs happen in the search's process (a Ray
-task would import torch and load the data again); on a GPU or a cluster, in one Ray task.
+task would import torch and load the data again); on a GPU or a cluster, each in a Ray task of a
+trial's size, side by side as far as the resources allow, their results written as each ends.
 """
 
 from __future__ import annotations
@@ -60,16 +61,31 @@ def runs_here(plan: Plan, todo: list[Run], references: dict, experiments: dict,
 
 def run_all(plan: Plan, todo: list[Run], references: dict, experiments: dict, gpu: bool, local: bool, timeout: float,
             what: str, on_result: Callable[[str, dict], None]) -> None:
-    """Run `todo` here or in one Ray task (see the module's note); `on_result` gets every result."""
+    """Run `todo` here or as Ray tasks (see the module's note); `on_result` gets every result
+    as it comes."""
     needed = {label for _, _, label, _ in todo}
     references = {label: references[label] for label in needed}
     experiments = {label: experiments[label] for label in needed}
     if local and not gpu:
         runs_here(plan, todo, references, experiments, on_result)
         return
+    import ray
+
     from .cluster import remote_task, run_tasks
 
-    task = remote_task(runs_here, num_cpus=1, num_gpus=1 if gpu else 0, max_calls=1)
-    [done] = run_tasks(task, [(plan, todo, references, experiments)], f"{what} (1 CPU{' + 1 GPU' if gpu else ''})", timeout)
-    for key, result in done.items():
-        on_result(key, result)
+    # One task per run, each the size of a trial, so that they share the GPUs as trials do; each
+    # request's references go to the object store once, not with every task.
+    shared = {label: ray.put({label: references[label]}) for label in needed}
+    cpus, gpus = plan.cpus_per_trial, (plan.gpus_per_trial or 0.0) if gpu else 0.0
+    task = remote_task(rerun_task, num_cpus=cpus, num_gpus=gpus, max_calls=1)
+    calls = [(plan, [run], shared[run[2]], {run[2]: experiments[run[2]]}) for run in todo]
+    run_tasks(task, calls, f"{what} ({cpus:g} CPU{f' + {gpus:g} GPU' if gpus else ''} each)", timeout,
+              on_result=lambda i, done: on_result(todo[i][0], done[todo[i][0]]))
+
+
+def rerun_task(plan: Plan, todo: list[Run], references: dict, experiments: dict) -> dict:
+    """In a Ray task: runs_here on as many threads as a trial of the search has CPUs."""
+    from ..runtime import limit_threads
+
+    limit_threads(plan.cpus_per_trial)
+    return runs_here(plan, todo, references, experiments)

@@ -1,5 +1,6 @@
 """The search's Optuna study: kept in `optuna.db` (SQLite) in the run directory, so that
-optuna-dashboard, `optuna.load_study` and a resumed search all see the same study.
+optuna-dashboard, `optuna.load_study` and a resumed search all see the same study; or in a
+database server (--optuna-storage), which outlives the head node of a cluster.
 
 Only the driver writes it (Ray's OptunaSearch asks and tells there; trials never touch it).
 
@@ -19,7 +20,7 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from .results import STUDY_FILE
-from .trial_files import FAILED_KEY
+from .trial_files import FAILED_KEY, NODE_DATA_KEY
 from ..files import sqlite_url
 
 
@@ -28,8 +29,30 @@ def storage_url(run_dir: str | Path) -> str:
     return sqlite_url(Path(run_dir) / STUDY_FILE)
 
 
-def open_storage(run_dir: str | Path) -> "RunStudyStorage":
+def open_storage(run_dir: str | Path, url: str | None = None) -> optuna.storages.RDBStorage:
+    """The study's storage: the database at `url` (--optuna-storage), else the run's optuna.db."""
+    if url:
+        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})  # a server may drop idle links
     return RunStudyStorage(run_dir)
+
+
+def check_study_database(url: str, study_name: str, resuming: bool) -> None:
+    """Before Ray starts: the --optuna-storage database answers, and a new search does not
+    continue another search's study of the same name (a shared server holds many)."""
+    from ..errors import UserError
+
+    shown = url.split("@")[-1] if "@" in url else url
+    try:
+        storage = open_storage("", url)
+        storage.get_study_id_from_name(study_name)
+    except KeyError:
+        return
+    except Exception as exc:  # noqa: BLE001 - drivers raise their own kinds: any failure is the same answer
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise UserError(f"--optuna-storage {shown}: cannot open it ({type(exc).__name__}: {reason})") from None
+    if not resuming:
+        raise UserError(f"--optuna-storage {shown} already holds a study named {study_name!r} (another search's): "
+                        "choose another --name, or resume that search")
 
 
 # The run folder whose trials run now (studies_in); unpickled studies open its optuna.db.
@@ -142,8 +165,9 @@ class NamedSampler(optuna.samplers.BaseSampler):
         self.sampler.reseed_rng()
 
 
-# Marks a trial that was running when the driver was killed and that Tune never knew: it ran
-# in no trial Tune will count, so it does not count against the search's total.
+# Marks a trial that does not count against the search's total: one that was running when the
+# driver was killed and that Tune never knew, or one whose node could not load the data set. The
+# name is kept in studies already written.
 LOST_ATTR = "tune_unlearn:lost_in_a_kill"
 
 
@@ -205,8 +229,12 @@ class StudySearch(OptunaSearch):
         return len(self._storage.get_all_trials(study_id, deepcopy=False)) > 0
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        lost = bool(result and result.get(NODE_DATA_KEY))
         if result and result.get(FAILED_KEY):  # a trial that ended without metrics (trainable.failed_report)
             result, error = None, True
+        ot_trial = self._ot_trials.get(trial_id)
+        if lost and ot_trial is not None and self._storage is not None:  # its node had no data: the trial did not run
+            self._ot_study._storage.set_trial_system_attr(ot_trial._trial_id, LOST_ATTR, True)  # while it is open
         super().on_trial_complete(trial_id, result=result, error=error)
 
     def on_trial_result(self, trial_id: str, result: dict):

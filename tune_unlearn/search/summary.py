@@ -187,7 +187,9 @@ def summary(record: RunRecord, run_dir: Path, top: int = 5, started: float | Non
     if (run_dir / "pareto.csv").exists():
         lines.append(f"pareto front: {run_dir / 'pareto.csv'}")
     lines.append(f"tensorboard --logdir {run_dir}")
-    if (run_dir / STUDY_FILE).exists():
+    if record.search.get("optuna_storage"):
+        lines.append(f"optuna study: optuna-dashboard {record.search['optuna_storage']} (study {record.search['study_name']})")
+    elif (run_dir / STUDY_FILE).exists():
         lines.append(f"optuna study: optuna-dashboard sqlite:///{run_dir.resolve() / STUDY_FILE}")
     if record.search.get("mlflow"):
         lines.append(f"mlflow runs:  mlflow ui --backend-store-uri {record.search['mlflow']}")

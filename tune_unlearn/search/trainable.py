@@ -27,7 +27,9 @@ trial that passes them runs the other requests, and its final report carries the
 A trial that diverges or runs out of GPU memory ends with a final report that says why
 (failed_report): the searcher records a failed trial, the run's files list it as ERROR, and the
 search goes on. An exception is left for what a trial cannot answer for, a lost process or node:
-Tune runs such a trial again (tuner.py, FailureConfig).
+Tune runs such a trial again (tuner.py, FailureConfig). A node that cannot load the data set (one
+an autoscaler added after the search's own check) fails its first trial with a report that
+stops the search with one line naming the node (progress.NodeDataWatch).
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ from ..evaluation.objective import Weights, aggregate, aggregate_components, mea
 from ..pipeline import EpochReport, Prepared, RunResult, prepare_with, run_method
 from ..runtime import limit_threads, make_runtime
 from ..training import Diverged
-from .trial_files import FAILED_KEY, HISTORY_KEY
+from ..errors import UserError
+from .trial_files import FAILED_KEY, HISTORY_KEY, NODE_DATA_KEY
 
 
 
@@ -68,13 +71,13 @@ class TrialJob:
     aggregate: str = "mean"  # how the requests' objectives make one (objective.aggregate)
 
 
-def failed_report(reason: str, epochs: int, history: list) -> dict:
+def failed_report(reason: str, epochs: int, history: list, **extra) -> dict:
     """The final report of a trial that cannot produce metrics (diverged, out of memory): a
     result, not an exception, so that Tune retries only trials whose process was lost. The
     objective is NaN because Tune wants the metric in every report; the searcher records the
     trial as failed (study.StudySearch) and results.load_run lists it as ERROR with `reason`."""
     return {"objective": float("nan"), FAILED_KEY: reason, "phase": "final", "final": 1, "epoch": epochs,
-            HISTORY_KEY: history}
+            HISTORY_KEY: history, **extra}
 
 
 def report_of(metrics: dict, components: dict, objective: float, **extra) -> dict:
@@ -152,7 +155,13 @@ def unlearning_trial(config: dict, job: TrialJob) -> None:
         tune.report(done)
         return
     limit_threads(job.cpus)
-    requests = _prepared(job)
+    try:
+        requests = _prepared(job)
+    except UserError as exc:  # no data set on this node, or another copy: any trial here fails alike
+        import ray
+
+        tune.report(failed_report(f"node {ray.util.get_node_ip_address()}: {exc}", 0, [], **{NODE_DATA_KEY: True}))
+        return
     method = get_method(job.method)
     hparams = method.resolve(job.experiment.method_defaults.get(job.method, {}), job.fixed, config)
     reported = 0  # evaluated epochs so far: the rung clock ASHA compares trials on

@@ -29,6 +29,10 @@ FINAL_RESULT = "final_result.json"
 HISTORY = "history.json"
 HISTORY_KEY = "history"  # the final report's field that carries the history to the driver
 FAILED_KEY = "failed"  # a final report's reason why the trial has no metrics (trainable.failed_report)
+# Set in a failed report when the trial's node cannot load the data set: every trial there would
+# fail alike, so the search stops (progress.NodeDataWatch) and the trial does not count
+# against the search's total (study.StudySearch)
+NODE_DATA_KEY = "node_without_data"
 # Fields Tune adds to every report (its AUTO_RESULT_KEYS and a few more): not the trial's, and a
 # finished trial reports its final_result.json again on a resume.
 TUNE_FIELDS = frozenset((*AUTO_RESULT_KEYS, "done", "trial_id", "experiment_tag", "should_checkpoint"))
@@ -65,13 +69,15 @@ class UploadRun(tune.Callback):
 def finished_reports(run_dir: str | Path) -> dict[str, dict]:
     """trial id -> final report of every finished trial in the run directory (to report again,
     never to re-run, when a resume restarts a trial that had finished before the driver saved
-    Tune's state)."""
+    Tune's state). Not a trial stopped by a node without the data: that one runs again."""
     out = {}
     for path in Path(run_dir).glob(f"{trial_dir_name('*')}/{FINAL_RESULT}"):
         try:
-            out[path.parent.name.removeprefix(trial_dir_name(""))] = json.loads(path.read_text())
+            report = json.loads(path.read_text())
         except (OSError, ValueError):  # unreadable: the trial runs again
             continue
+        if not report.get(NODE_DATA_KEY):
+            out[path.parent.name.removeprefix(trial_dir_name(""))] = report
     return out
 
 

@@ -94,7 +94,7 @@ def make_searcher(plan: Plan):
     # continues it: see StudySearch). The sampler carries the seed.
     return StudySearch(metric=metrics[0] if single else metrics, mode=modes[0] if single else modes,
                        points_to_evaluate=[start] if start else None, sampler=make_sampler(plan.sampler, plan.seed),
-                       storage=open_storage(plan.run_dir), study_name=plan.study_name,
+                       storage=open_storage(plan.run_dir, plan.optuna_storage), study_name=plan.study_name,
                        total=plan.num_samples)
 
 
@@ -104,7 +104,7 @@ def make_tuner(plan: Plan, trainable, max_concurrent: int, resource_timeout: flo
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from .progress import ResourceWatch, TrialLines, trial_dirname
+    from .progress import NodeDataWatch, ResourceWatch, TrialLines, trial_dirname
     from .trial_files import TrialFiles, UploadRun
 
     single = not plan.multi_objective
@@ -145,12 +145,27 @@ def make_tuner(plan: Plan, trainable, max_concurrent: int, resource_timeout: flo
         # was lost (a preempted node Tune does not even count): run it again, twice at most.
         failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES, fail_fast=False),
         # TrialFiles first: it takes the history out of the final report before the others see it
-        callbacks=[TrialFiles(), TrialLines(plan.num_samples),
+        callbacks=[TrialFiles(), NodeDataWatch(), TrialLines(plan.num_samples),
                    ResourceWatch(resource_timeout, plan.cpus_per_trial, plan.gpus_per_trial), *mlflow_callbacks(plan),
                    *([UploadRun(store, plan.run_dir.name)] if store and store.uri else [])],
         progress_reporter=reporter, verbose=1,
     )
     return tune.Tuner(trainable, param_space=plan.space.tune_space(), tune_config=tune_config, run_config=run_config)
+
+
+def fit(tuner) -> None:
+    """tuner.fit(), with a UserError that one of the search's callbacks raised to stop it (the
+    watches in progress.py) raised as itself: Tune wraps it in a TuneError holding a traceback."""
+    try:
+        tuner.fit()
+    except Exception as exc:
+        cause, seen = exc, set()
+        while cause is not None and id(cause) not in seen:
+            if isinstance(cause, UserError):
+                raise cause from None
+            seen.add(id(cause))
+            cause = cause.__cause__ or cause.__context__
+        raise
 
 
 def mlflow_callbacks(plan: Plan) -> list:
