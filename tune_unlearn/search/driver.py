@@ -71,6 +71,7 @@ def run_search(options: SearchOptions) -> Path:
                             "that study (drop --optuna-storage)")
         print(f"resuming {store.where(run_dir.name)}" + (f" (working copy {run_dir})" if store.uri else ""), flush=True)
     else:
+        first_start = None
         plan = make_plan(options)
         if not address:  # the data must be where the experiment says, before Ray starts
             from ..data.load import load_data
@@ -98,56 +99,60 @@ def run_search(options: SearchOptions) -> Path:
     gpu = gpus > 0 or any(n.gpus >= 1 for n in nodes)  # the reference, reseed and held-out tasks run on a GPU
     with contextlib.ExitStack() as held:
         if options.autoscale:
-            held.callback(ask_autoscaler, nodes, plan, 0, gpus)  # withdrawn when the search ends, however it ends
             ask_autoscaler(nodes, plan, max_concurrent, gpus)
-        run_dir = search_on_ray(options, plan, run_dir, store, clock, address, nodes, gpu, max_concurrent)
+            held.callback(withdraw_autoscaler_request)  # when the search ends, however it ends
+        search_on_ray(options, plan, first_start, store, clock, address, nodes, gpu, max_concurrent)
     clock.lap("summary")
     if info["owned"]:  # stopped here rather than at exit, so that it is timed too
         import ray
 
         ray.shutdown()
     clock.lap("ray_stop")
-    atomic_write_text(run_dir / TIMINGS_FILE, clock.to_json())
-    store.upload(run_dir.name)
-    return run_dir
+    atomic_write_text(plan.run_dir / TIMINGS_FILE, clock.to_json())
+    store.upload(plan.run_dir.name)
+    return plan.run_dir
 
 
 def ask_autoscaler(nodes, plan: Plan, trials: int, gpus: float) -> None:
-    """Ask the cluster's autoscaler for room for `trials` trials at once (0: withdraw the
-    request), before the references, so that the nodes start while they are prepared."""
+    """Ask the cluster's autoscaler for room for `trials` trials at once, before the
+    references, so that the nodes start while they are prepared."""
     from .cluster import bundle, request_nodes, trial_slots
 
-    if not trials:  # at the end: a cluster gone meanwhile took the request with it, and the search's own error counts
-        with contextlib.suppress(Exception):
-            request_nodes([])
-        return
     request_nodes([bundle(plan.cpus_per_trial, gpus)] * trials)
     present = sum(trial_slots(n, plan.cpus_per_trial, gpus) for n in nodes)
     print(f"autoscaler: asked for room for {trials} trial(s) of {plan.cpus_per_trial:g} CPU + {gpus:g} GPU; the "
           f"nodes present fit {present}", flush=True)
 
 
-def search_on_ray(options: SearchOptions, plan: Plan, run_dir: Path | None, store: RunStore, clock: Phases,
-                  address: str | None, nodes, gpu: bool, max_concurrent: int) -> Path:
+def withdraw_autoscaler_request() -> None:
+    """At the end, so that idle nodes can go. A cluster gone meanwhile took the request with
+    it, and the search's own error is the one to show."""
+    from .cluster import request_nodes
+
+    with contextlib.suppress(Exception):
+        request_nodes([])
+
+
+def search_on_ray(options: SearchOptions, plan: Plan, first_start: dict | None, store: RunStore, clock: Phases,
+                  address: str | None, nodes, gpu: bool, max_concurrent: int) -> None:
     """The search's phases once Ray runs: the data check, the references, the trials, the
-    reseeds, the held-out runs and the export. Returns the run directory."""
+    reseeds, the held-out runs and the export. `first_start`: the run's search.json on a resume."""
     from .cluster import check_data_on_nodes
 
-    resuming = run_dir is not None
-    first_start = json.loads((run_dir / SEARCH_FILE).read_text()) if resuming else None
+    resuming = first_start is not None
     gpus = plan.gpus_per_trial
     local = not address
     if not local:  # the driver's own check does not speak for the other nodes
         check_data_on_nodes(plan, options.download, nodes, options.resource_timeout)
         clock.lap("data_check")
-    pinned = pinned_references(run_dir) if resuming else None
+    pinned = pinned_references(plan.run_dir) if resuming else None
     if pinned:
         refs, trial_refs = pinned
         print(f"references: the ones this search started with ({PINNED_FILE}), whatever the cache holds now", flush=True)
     else:
         refs, trial_refs = prepare_references(plan, nodes, gpu, options.download, local, options.resource_timeout)
         if resuming:
-            check_same_references(first_start, refs, run_dir)
+            check_same_references(first_start, refs, plan.run_dir)
         pin_references(plan.run_dir, refs, trial_refs)
     clock.lap("references")
     baselines = refs["baselines"]
@@ -220,4 +225,3 @@ def search_on_ray(options: SearchOptions, plan: Plan, run_dir: Path | None, stor
             from .tracking import log_holdout
 
             log_holdout(plan.mlflow, plan.study_name, record.holdout)
-    return plan.run_dir

@@ -88,8 +88,8 @@ class SearchOptions:
             check_database_url(self.optuna_storage)
         RunStore.of(self.storage_path)
         check_job_storage(self.storage_path)
-        cluster_address(self.address)
-        if self.autoscale and not cluster_address(self.address):
+        address = cluster_address(self.address)
+        if self.autoscale and not address:
             raise UserError("--autoscale needs a cluster (--address or $RAY_ADDRESS): a local Ray session has no autoscaler")
         if self.dashboard and (why := dashboard_missing()):
             raise UserError(f"--dashboard needs the dashboard extra ({why}): pip install -e '.[dashboard]'")
