@@ -11,15 +11,29 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 import yaml
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # the README's test command: two test processes (pytest-xdist)
+    # One thread each, and for what they start: oversubscribed OpenMP threads spin and cost far
+    # more than they gain on two cores.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+    # Ray's files (and /tmp/ray/ray_current_cluster, where `ray start` records the cluster a
+    # search without --address joins) in a folder of this worker's, so that the two never see
+    # each other's clusters.
+    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix=f"ray-{os.environ['PYTEST_XDIST_WORKER']}-")
 
 from tune_unlearn.data.experiment import load_experiment
 from tune_unlearn.pipeline import prepare
@@ -28,6 +42,12 @@ from tune_unlearn.runtime import make_runtime
 TIER_FIXTURES = {"ray": {"ray_address", "finished_search", "multi_objective_search"},
                  "train": {"prepared", "corrective"}, "cluster": {"two_nodes", "job_head", "autoscaling_head"}}
 SLOW_TIERS = ("train", "ray", "cluster")
+SHARED_SEARCHES = {"finished_search", "multi_objective_search"}
+
+
+def pytest_unconfigure(config):
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # this worker's Ray files (above), once its Ray has stopped
+        shutil.rmtree(os.environ["RAY_TMPDIR"], ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -37,6 +57,13 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(tier)
         if any(item.get_closest_marker(tier) for tier in SLOW_TIERS):
             item.add_marker("slow")
+        # Under pytest-xdist (the README's -n 2 --dist loadgroup) a session fixture is made once per
+        # worker: the tests that read a finished search run on one worker, as do a module's
+        # cluster's.
+        if SHARED_SEARCHES & set(item.fixturenames):
+            item.add_marker(pytest.mark.xdist_group("searches"))
+        elif "two_nodes" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group("two_nodes"))
 
 
 TINY = {"model.width": 4, "train.epochs": 2, "eval.batch_size": 512}
@@ -81,7 +108,9 @@ def ray_address():
 
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    # "local": a session of its own, never the cluster a `ray start` elsewhere on this machine
+    # recorded in /tmp/ray/ray_current_cluster (which ray.init() would join)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
@@ -136,7 +165,8 @@ def multi_objective_search(ray_address, tmp_path_factory, session_cache):
 
 
 BIN = Path(sys.executable).parent  # this environment's `ray` and `tune-unlearn`
-CURRENT_CLUSTER = Path("/tmp/ray/ray_current_cluster")  # where `ray start` says which cluster ray.init() joins
+# where `ray start` says which cluster ray.init() joins (RAY_TMPDIR: above)
+CURRENT_CLUSTER = Path(os.environ.get("RAY_TMPDIR", "/tmp"), "ray", "ray_current_cluster")
 
 
 def free_port() -> int:

@@ -284,8 +284,9 @@ def test_on_an_autoscaling_cluster_the_search_asks_for_nodes_runs_on_them_and_su
     """No node can run a trial when the search starts: with --autoscale it asks the autoscaler
     for two trials at once instead of refusing, and the references and the trials run on the
     nodes that join. One of them is killed (its raylet, as a preempted VM takes it) once a trial
-    has finished there: the search finishes, the finished trial is neither lost nor run again,
-    and the request for nodes is withdrawn at the end."""
+    has finished there: the search finishes, the trial running there runs again (as any trial
+    whose process dies does), the finished trial is neither lost nor run again, and the request
+    for nodes is withdrawn at the end."""
     env = {**autoscaling_head.env, "PYTHONPATH": str(REPO)}
     # Trials of several seconds (small fine-tuning batches), so that one runs on the node when it goes
     path = space_file(tmp_path, num_samples=4, params={"decay": {"type": "uniform", "low": 0.0, "high": 0.9}},

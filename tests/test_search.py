@@ -18,7 +18,7 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
-from conftest import processes_with, search_args, space_file
+from conftest import search_args, space_file
 from tune_unlearn.commands import search
 from tune_unlearn.errors import UserError
 from tune_unlearn.search.results import load_run
@@ -199,34 +199,6 @@ def test_a_trial_on_a_node_without_the_data_stops_the_search_in_one_line(ray_add
                                         r"on .*; the search stopped: run it again once the node has it, it resumes$"):
         fit(tuner)  # as the driver runs it: Tune itself would raise a TuneError with a traceback
     assert len(list((tmp_path / "nodata").glob("unlearning_trial_*"))) == 1  # one trial, not trial after trial
-
-
-def trial_processes() -> list[int]:
-    """The pids of this machine's Tune trial actors (Ray names the process after the actor)."""
-    return processes_with(b"ray::ImplicitFunc")
-
-
-def test_a_trial_whose_process_dies_runs_again(ray_address, tmp_path, session_cache):
-    """A lost process (here killed, as a lost node would take it) is not a failed trial: Tune runs
-    the trial again, and the search ends with every trial finished."""
-    path = space_file(tmp_path, num_samples=2)
-    cmd = [sys.executable, "-m", "tune_unlearn.search", "--space", path, "--max-concurrent", "1",
-           "--address", ray_address, *search_args(tmp_path, session_cache, "lost")]
-    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 120
-    run_dir = tmp_path / "runs" / "lost"
-    # a trial under way: its folder made, its process loading the data or unlearning
-    while not (list(run_dir.glob("trial_*/params.json")) and (pids := trial_processes())):
-        assert proc.poll() is None and time.time() < deadline, "no trial started"
-        time.sleep(0.02)
-    os.kill(pids[0], signal.SIGKILL)
-    out, _ = proc.communicate(timeout=240)
-    assert proc.returncode == 0, out
-    rows = trial_rows(run_dir / "results.csv")
-    assert len(rows) == 2 and {r["status"] for r in rows} == {"TERMINATED"}, out
-    errors = list(run_dir.glob("trial_*/error.txt"))
-    assert len(errors) == 1 and "Failure # 1" in errors[0].read_text(), out  # it did fail once, and ran again
 
 
 def test_multi_objective_exports_a_pareto_front(multi_objective_search):
