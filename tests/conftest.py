@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-if os.environ.get("PYTEST_XDIST_WORKER"):  # the README's test command: two test processes (pytest-xdist)
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # "gw0", "gw1" under pytest-xdist; None in one process
+if XDIST_WORKER:  # the README's test command: two test processes
     # One thread each, and for what they start: oversubscribed OpenMP threads spin and cost far
     # more than they gain on two cores.
     os.environ["OMP_NUM_THREADS"] = "1"
@@ -33,7 +34,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # the README's test command: two test
     # Ray's files (and /tmp/ray/ray_current_cluster, where `ray start` records the cluster a
     # search without --address joins) in a folder of this worker's, so that the two never see
     # each other's clusters.
-    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix=f"ray-{os.environ['PYTEST_XDIST_WORKER']}-")
+    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix=f"ray-{XDIST_WORKER}-")
 
 from tune_unlearn.data.experiment import load_experiment
 from tune_unlearn.pipeline import prepare
@@ -46,7 +47,7 @@ SHARED_SEARCHES = {"finished_search", "multi_objective_search"}
 
 
 def pytest_unconfigure(config):
-    if os.environ.get("PYTEST_XDIST_WORKER"):  # this worker's Ray files (above), once its Ray has stopped
+    if XDIST_WORKER:  # this worker's Ray files (above), once its Ray has stopped
         shutil.rmtree(os.environ["RAY_TMPDIR"], ignore_errors=True)
 
 

@@ -57,12 +57,17 @@ def trial_slots(node: Node, cpus: float, gpus: float) -> int:
     return slots
 
 
+def cluster_slots(nodes: list[Node], cpus: float, gpus: float) -> int:
+    """How many such trials the nodes hold at once, each within one node."""
+    return sum(trial_slots(n, cpus, gpus) for n in nodes)
+
+
 def concurrency(nodes: list[Node], cpus: float, gpus: float, requested: int | None, autoscale: bool = False) -> int:
     """Trials at once: what fits on the nodes, one by one, at most `requested`; a UserError
     when no node can hold one trial (Tune would wait for it forever). With `autoscale` (a
     cluster that adds nodes on demand) the nodes present are no limit: `requested` trials, or
     as many as fit now (at least one), and the autoscaler is asked for them (request_nodes)."""
-    slots = sum(trial_slots(n, cpus, gpus) for n in nodes)
+    slots = cluster_slots(nodes, cpus, gpus)
     if autoscale:
         return requested or max(1, slots)
     if slots < 1:

@@ -116,10 +116,10 @@ def run_search(options: SearchOptions) -> Path:
 def ask_autoscaler(nodes, plan: Plan, trials: int, gpus: float) -> None:
     """Ask the cluster's autoscaler for room for `trials` trials at once, before the
     references, so that the nodes start while they are prepared."""
-    from .cluster import bundle, request_nodes, trial_slots
+    from .cluster import bundle, cluster_slots, request_nodes
 
     request_nodes([bundle(plan.cpus_per_trial, gpus)] * trials)
-    present = sum(trial_slots(n, plan.cpus_per_trial, gpus) for n in nodes)
+    present = cluster_slots(nodes, plan.cpus_per_trial, gpus)
     print(f"autoscaler: asked for room for {trials} trial(s) of {plan.cpus_per_trial:g} CPU + {gpus:g} GPU; the "
           f"nodes present fit {present}", flush=True)
 
