@@ -18,10 +18,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 import yaml
+from packaging.version import Version
 
 XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # "gw0", "gw1" under pytest-xdist; None in one process
 if XDIST_WORKER:  # the README's test command: two test processes
@@ -46,11 +48,23 @@ SLOW_TIERS = ("train", "ray", "cluster")
 SHARED_SEARCHES = {"finished_search", "multi_objective_search"}
 
 
+def pytest_configure(config):
+    # pytest 9.2 keeps a test's id where pytest-xdist 3.8 cannot add its group: --dist loadgroup
+    # then silently spreads a group over both processes, and each makes the shared searches and
+    # clusters again (minutes more)
+    if not XDIST_WORKER and config.pluginmanager.hasplugin("xdist") and config.getoption("dist") == "loadgroup":
+        if Version(pytest.__version__) >= Version("9.2") and Version(version("pytest-xdist")) <= Version("3.8"):
+            raise pytest.UsageError(f"pytest {pytest.__version__} breaks pytest-xdist {version('pytest-xdist')}'s "
+                                    "--dist loadgroup (pytest-dev/pytest-xdist#1386): install pytest<9.2, as the "
+                                    "test extra does")
+
+
 def pytest_unconfigure(config):
     if XDIST_WORKER:  # this worker's Ray files (above), once its Ray has stopped
         shutil.rmtree(os.environ["RAY_TMPDIR"], ignore_errors=True)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's, which reads the xdist_group marks added here
 def pytest_collection_modifyitems(config, items):
     for item in items:
         for tier, fixtures in TIER_FIXTURES.items():
@@ -130,13 +144,16 @@ def space_file(tmp_path, name="tiny", **extra):
     return str(path)
 
 
-def search_args(tmp_path, cache, name, *more, experiment="digits"):
+def search_args(tmp_path, cache, name, *more, experiment="digits", one_at_a_time=True):
     """A search's flags on tiny data; without held-out requests unless `more` names some (each
-    would train its own references)."""
+    would train its own references); one trial at a time unless `more` says otherwise or
+    `one_at_a_time` is False (the cluster tests: the trials at once are what they check). One
+    trial process instead of two costs the suite seconds of a core per search (its imports)."""
     holdout = [] if "--holdout" in more else ["--holdout", "none"]
     reseeds = [] if "--reseeds" in more else ["--reseeds", "1"]  # finished_search runs its best again
+    serial = ["--max-concurrent", "1"] if one_at_a_time and "--max-concurrent" not in more else []
     return ["--storage-path", str(tmp_path / "runs"), "--name", name, "--cache-dir", str(cache),
-            *tiny_args(experiment), *holdout, *reseeds, *more]
+            *tiny_args(experiment), *holdout, *reseeds, *serial, *more]
 
 
 @pytest.fixture(scope="session")

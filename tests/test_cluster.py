@@ -131,7 +131,7 @@ def two_nodes():
 def search_command(tmp_path, cache, name, *more):
     path = space_file(tmp_path, num_samples=4, fixed={"mask_epochs": 1})
     return [sys.executable, "-m", "tune_unlearn.search", "--space", path,
-            *search_args(tmp_path, cache, name, *more)]
+            *search_args(tmp_path, cache, name, *more, one_at_a_time=False)]
 
 
 def test_a_search_on_two_nodes_uses_both_and_needs_no_shared_disk(two_nodes, tmp_path, session_cache):

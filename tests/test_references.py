@@ -1,4 +1,5 @@
 import math
+import shutil
 
 import pytest
 import torch
@@ -24,6 +25,12 @@ def _count_training(monkeypatch):
 
 ALL_TRAINED = {"original": "trained", "retrain-0": "trained", "retrain-1": "trained", "retrain-2": "trained"}
 ALL_CACHED = {role: "cached" for role in ALL_TRAINED}
+
+
+@pytest.fixture
+def filled_cache(prepared, session_cache, tmp_path):
+    """A copy of the session's cache, which holds the tiny experiment's references (trained once)."""
+    return shutil.copytree(session_cache, tmp_path / "cache")
 
 
 @pytest.mark.train
@@ -60,36 +67,31 @@ def test_the_retrained_models_differ_and_their_ensemble_has_a_spread(prepared):
     assert steps == 2 * math.ceil(len(prepared.data.retain) / prepared.experiment.train.batch_size)  # 2 epochs
 
 
-@pytest.mark.train
-def test_growing_the_ensemble_trains_only_the_new_model(tiny_experiment, runtime, tmp_path, monkeypatch):
+def test_growing_the_ensemble_trains_only_the_new_model(prepared, tiny_experiment, runtime, filled_cache, monkeypatch):
     from dataclasses import replace
 
     calls = _count_training(monkeypatch)
-    two = prepare(replace(tiny_experiment, retrained_models=2), runtime, tmp_path, log=lambda m: None).refs
-    assert len(calls) == 3 and two.reference("val")["n_models"] == 2
-    three = prepare(tiny_experiment, runtime, tmp_path, log=lambda m: None).refs
-    assert len(calls) == 4  # one more retrained model, nothing else
-    assert three.status == {**ALL_CACHED, "retrain-2": "trained"}
-    assert three.retrained[:2] == two.retrained
+    four = prepare(replace(tiny_experiment, retrained_models=4), runtime, filled_cache, log=lambda m: None).refs
+    assert len(calls) == 1  # one more retrained model, nothing else
+    assert four.status == {**ALL_CACHED, "retrain-3": "trained"} and four.reference("val")["n_models"] == 4
+    assert four.retrained[:3] == prepared.refs.retrained
 
 
-@pytest.mark.train
-def test_a_new_forget_seed_reuses_the_original_and_retrains_only_the_references(tiny_experiment, runtime, tmp_path):
+def test_a_new_forget_seed_reuses_the_original_and_retrains_only_the_references(tiny_experiment, runtime, filled_cache):
     from dataclasses import replace
 
-    prepare(tiny_experiment, runtime, tmp_path, log=lambda m: None)
-    other = replace(tiny_experiment, forget=replace(tiny_experiment.forget, seed=1))
-    refs = prepare(other, runtime, tmp_path, log=lambda m: None).refs
-    assert refs.status == {**ALL_TRAINED, "original": "cached"}
+    # one retrained model is enough to tell: the original is not trained again, the references are
+    other = replace(tiny_experiment, forget=replace(tiny_experiment.forget, seed=1), retrained_models=1)
+    refs = prepare(other, runtime, filled_cache, log=lambda m: None).refs
+    assert refs.status == {"original": "cached", "retrain-0": "trained"}
 
 
-@pytest.mark.train
-def test_a_corrupt_entry_is_rebuilt(tiny_experiment, runtime, tmp_path, monkeypatch):
-    refs = prepare(tiny_experiment, runtime, tmp_path, log=lambda m: None).refs
+def test_a_corrupt_entry_is_rebuilt(tiny_experiment, runtime, filled_cache):
+    refs = prepare(tiny_experiment, runtime, filled_cache, log=lambda m: None).refs
     with open(refs.paths["retrain-1"], "wb") as f:
         f.write(b"not a checkpoint")
     messages = []
-    again = prepare(tiny_experiment, runtime, tmp_path, log=messages.append).refs
+    again = prepare(tiny_experiment, runtime, filled_cache, log=messages.append).refs
     assert again.status == {**ALL_CACHED, "retrain-1": "trained"}
     assert any("unusable" in m for m in messages)
     assert torch.load(again.paths["retrain-1"], weights_only=True)["meta"]["role"] == "retrain"
@@ -112,11 +114,11 @@ def test_an_interrupted_write_leaves_no_entry(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_user_checkpoint_replaces_the_original(prepared, tiny_experiment, runtime, tmp_path):
+def test_a_user_checkpoint_replaces_the_original(prepared, tiny_experiment, runtime, tmp_path, filled_cache):
     path = tmp_path / "mine.pt"
     torch.save({"state_dict": {f"module.{k}": v for k, v in prepared.refs.original_state.items()}}, path)
-    refs = prepare(tiny_experiment, runtime, tmp_path / "cache", original_checkpoint=str(path), log=lambda m: None).refs
-    assert refs.status["original"] == "checkpoint"
+    refs = prepare(tiny_experiment, runtime, filled_cache, original_checkpoint=str(path), log=lambda m: None).refs
+    assert refs.status == {**ALL_CACHED, "original": "checkpoint"}  # the retrained models need no original
     assert refs.original["test"]["test_acc"] == pytest.approx(prepared.refs.original["test"]["test_acc"])
 
 

@@ -169,7 +169,7 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_search_goes_on(ray_addr
     # --address does (the references then come from a Ray task, as on a cluster)
     monkeypatch.setenv("RAY_ADDRESS", ray_address)
     storage = ["--storage-path", (tmp_path / "runs").as_uri()]
-    assert search.main(["--space", path, "--max-concurrent", "1", *search_args(tmp_path, session_cache, "nan"), *storage]) == 0
+    assert search.main(["--space", path, *search_args(tmp_path, session_cache, "nan"), *storage]) == 0
     rows = trial_rows(tmp_path / "runs" / "nan" / "results.csv")
     assert len(rows) == 2  # the second trial ran after the first failed
     assert all(r["status"] == "ERROR" and "diverged" in r["error"] and "nan" in r["error"] for r in rows)
@@ -300,8 +300,8 @@ def test_resume_after_ctrl_c_runs_no_trial_twice(ray_address, tmp_path, session_
     run_dir = tmp_path / "runs" / "resume"
     cache = tmp_path / "cache"
     shutil.copytree(session_cache, cache)
-    cmd = [sys.executable, "-m", "tune_unlearn.search", "--space", path, "--max-concurrent", "1",
-           "--address", ray_address, *search_args(tmp_path, cache, "resume")]
+    cmd = [sys.executable, "-m", "tune_unlearn.search", "--space", path, "--address", ray_address,
+           *search_args(tmp_path, cache, "resume")]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 240

@@ -121,7 +121,12 @@ def remote_task(fn, **options):
     """`fn` as a Ray task for run_tasks: it first says on which node it has started, then
     returns fn's result (a generator task: the driver sees the start before the end). Ray does
     not retry it: task_results does, so that a task sent again waits for resources under the
-    same limit as a new one."""
+    same limit as a new one.
+
+    A CPU task's process stays for the search's next tasks (Ray's default), its imports done:
+    starting one costs seconds of a core (torch, torchvision, scikit-learn), as much as a small
+    task's work. Each task sets its own threads (runtime.limit_threads). A GPU task's process
+    ends with it (max_calls=1, Ray's default for GPU tasks), which frees the GPU's memory."""
     import ray
 
     def task(*args):
@@ -220,7 +225,7 @@ def check_data_on_nodes(plan, download: bool, nodes: list[Node], timeout: float)
     there. Nodes that run no work need no data."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    task = remote_task(node_data, num_cpus=0, max_calls=1)
+    task = remote_task(node_data, num_cpus=0)
     working = nodes_that_work(nodes, plan.cpus_per_trial, plan.gpus_per_trial or 0.0)
     answers = task_results([lambda n=n: task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n.node_id, soft=False))
                             .remote(plan.experiment, download) for n in working], "the data check", timeout)

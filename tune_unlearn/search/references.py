@@ -96,7 +96,7 @@ def prepare_references(plan: Plan, nodes: list[Node], gpu: bool, download: bool,
     work = [[r for group in groups for r in group]] if gpu else groups
     # --original is a file on the driver's node: the tasks get its bytes
     original = None if local or plan.original is None else original_bytes(plan.original)
-    task = remote_task(reference_task, num_cpus=cpus, num_gpus=1 if gpu else 0, max_calls=1)
+    task = remote_task(reference_task, num_cpus=cpus, num_gpus=1 if gpu else 0)
     needs = f"a reference task ({cpus} CPU{' + 1 GPU' if gpu else ''})"
     parts = run_tasks(task, [(plan, download, requests, cpus, original) for requests in work], needs, timeout)
     return combined_references(plan, parts)

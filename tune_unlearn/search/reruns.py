@@ -77,7 +77,7 @@ def run_all(plan: Plan, todo: list[Run], references: dict, experiments: dict, gp
     # request's references go to the object store once, not with every task.
     shared = {label: ray.put({label: references[label]}) for label in needed}
     cpus, gpus = plan.cpus_per_trial, (plan.gpus_per_trial or 0.0) if gpu else 0.0
-    task = remote_task(rerun_task, num_cpus=cpus, num_gpus=gpus, max_calls=1)
+    task = remote_task(rerun_task, num_cpus=cpus, num_gpus=gpus)
     calls = [(plan, [run], shared[run[2]], {run[2]: experiments[run[2]]}) for run in todo]
     run_tasks(task, calls, f"{what} ({cpus:g} CPU{f' + {gpus:g} GPU' if gpus else ''} each)", timeout,
               on_result=lambda i, done: on_result(todo[i][0], done[todo[i][0]]))
