@@ -1,5 +1,6 @@
 import math
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -29,8 +30,14 @@ ALL_CACHED = {role: "cached" for role in ALL_TRAINED}
 
 @pytest.fixture
 def filled_cache(prepared, session_cache, tmp_path):
-    """A copy of the session's cache, which holds the tiny experiment's references (trained once)."""
-    return shutil.copytree(session_cache, tmp_path / "cache")
+    """A copy of the session's cache with the tiny experiment's references (trained once) as its
+    only models: the session's other tests leave models of other forget seeds and experiments."""
+    cache = shutil.copytree(session_cache, tmp_path / "cache")
+    ours = {Path(path).name for path in prepared.refs.paths.values()}
+    for model in cache.rglob("*.pt"):
+        if model.name not in ours:
+            model.unlink()
+    return cache
 
 
 @pytest.mark.train
