@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, free_port, head_env, head_process, processes_with, space_file, tiny_args
+from conftest import BIN, free_port, head_env, head_process, processes_with, search_args, space_file
 
 pytest.importorskip("moto")
 
@@ -105,14 +105,13 @@ def test_a_search_submitted_as_a_ray_job_to_s3_survives_its_driver_and_a_resubmi
     shutil.copytree(session_cache, cache)
     space = space_file(tmp_path, num_samples=4, fixed={"mask_epochs": 1})
     # The job's processes get the bucket's credentials and their cache folder from the job's
-    # runtime environment, as a user's would; absolute --cache-dir (inside a job a relative path
-    # lands in the job's unpacked copy of the working folder)
+    # runtime environment, as a user's would; absolute paths (inside a job a relative path lands
+    # in the job's unpacked copy of the working folder); the bucket, not search_args' folder, is
+    # the storage path (the last --storage-path given)
     job_env = {**CREDENTIALS, "TUNE_UNLEARN_CACHE": os.environ["TUNE_UNLEARN_CACHE"]}
     submit = [str(BIN / "ray"), "job", "submit", "--address", url, "--working-dir", str(REPO),
               "--runtime-env-json", json.dumps({"env_vars": job_env}), "--",
-              "tune-unlearn", "search", "--space", space, "--name", "cloud", "--storage-path", uri,
-              "--max-concurrent", "1", "--cache-dir", str(cache), "--holdout", "none", "--reseeds", "1",
-              *tiny_args("digits")]
+              "tune-unlearn", "search", "--space", space, *search_args(tmp_path, cache, "cloud"), "--storage-path", uri]
     first = subprocess.Popen(submit, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 240
     while sum(p.endswith("final_result.json") for p in remote_files(fs, f"{root}/cloud")) < 2:
