@@ -69,6 +69,7 @@ def test_benchmark_end_to_end_and_resumed(ray_address, tmp_path, session_cache, 
     out = tmp_path / "bench"
     args = ["--methods", "finetune", "ssd", "--trials", "2", "--per-example", "6", "--out", str(out),
             "--cache-dir", str(session_cache), "--holdout", "seed=1", "--holdout-top", "1", "--reseeds", "2",
+            "--reseed-top", "1",
             "--max-concurrent", "1",
             *tiny_args("digits_mislabeled")]
     assert main(args) == 0

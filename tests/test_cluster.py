@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -134,47 +135,6 @@ def search_command(tmp_path, cache, name, *more):
             *search_args(tmp_path, cache, name, *more, one_at_a_time=False)]
 
 
-def test_a_search_on_two_nodes_uses_both_and_needs_no_shared_disk(two_nodes, tmp_path, session_cache):
-    """Through --address: trials on both nodes (one trial per CPU: four at once need both);
-    the cache deleted once the references are prepared, and every trial still finishes (they
-    come through the object store); every trial's files in the run directory, which a file://
-    storage path puts exactly where it says."""
-    cache = tmp_path / "cache"
-    shutil.copytree(session_cache, cache)
-    storage = tmp_path / "shared runs"
-    cmd = [*search_command(tmp_path, cache, "two-nodes", "--gpus-per-trial", "0", "--holdout", "seed=1",
-                           "--holdout-top", "1"), "--storage-path", storage.as_uri(), "--address", two_nodes.address]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    watchdog = threading.Timer(240, proc.kill)  # a search that hangs fails the test instead of holding it
-    watchdog.start()
-    lines, deleted = [], False
-    try:
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("searching ") and not deleted:  # the references are prepared: take the cache away
-                shutil.rmtree(cache)
-                deleted = True
-    finally:
-        watchdog.cancel()
-    out = "".join(lines)
-    assert proc.wait(timeout=60) == 0, out
-    assert deleted and "4 at a time" in out, out
-    run_dir = storage / "two-nodes"
-    holdout = json.loads((run_dir / "holdout.json").read_text())  # run in a Ray task, from the driver's references
-    assert [c["name"] for c in holdout["configs"]] == ["rank 1", "defaults"]
-    assert all(c["holdout_objective"] is not None for c in holdout["configs"]), holdout
-    assert (run_dir / "search.json").is_file() and not (tmp_path / "file:").exists()
-    finals = [json.loads(p.read_text()) for p in sorted(run_dir.glob("trial_*/final_result.json"))]
-    assert len(finals) == 4 and all(f["final"] == 1 and "history" not in f for f in finals)
-    assert {f["node_id"] for f in finals} == {two_nodes.head, two_nodes.worker}
-    for trial_dir in run_dir.glob("trial_*"):
-        history = json.loads((trial_dir / "history.json").read_text())
-        assert {h["phase"] for h in history} >= {"mask", "finetune"}
-        assert list(trial_dir.glob("events.out.tfevents.*.method_logs"))
-        assert all("history" not in json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines())
-
-
 def test_a_reference_task_gets_the_original_checkpoint_from_the_driver(prepared, tmp_path, session_cache):
     """--original is a file on the driver's node: a reference task on another node gets its
     bytes and uses them (here in this process, as the task would)."""
@@ -220,12 +180,16 @@ def test_on_a_cluster_an_oversized_trial_is_refused_and_gpu_shares_pack_per_node
     assert "every node that runs trials or reference tasks needs the data set at the same path, or --download" in last
     # Busy resources: with the only GPU held by another job, the reference task cannot start, and
     # the search stops after --resource-timeout (8 s: above a worker process's start) instead of waiting for ever
-    hold = ("import ray, sys, time; "
-            f"ray.init(address={two_nodes.address!r}, logging_level='ERROR'); "
+    # (The holder, a driver of its own, first prints the fractional-GPU concurrency the search
+    # would use on this cluster's real nodes, before it holds the GPU.)
+    hold = ("import ray, sys, time; from tune_unlearn.search.cluster import alive_nodes, concurrency; "
+            f"ray.init(address={two_nodes.address!r}, logging_level='ERROR'); nodes = alive_nodes(); "
+            "print(concurrency(nodes, 1, 0.4, None), concurrency(nodes, 0.5, 0.25, None), concurrency(nodes, 1, 0, None)); "
             "Holder = ray.remote(num_cpus=0, num_gpus=1)(type('Holder', (), {'ready': lambda self: 1})); "
             "h = Holder.remote(); ray.get(h.ready.remote()); print('holding', flush=True); time.sleep(600)")
     holder = subprocess.Popen([sys.executable, "-c", hold], env=env, stdout=subprocess.PIPE, text=True)
     try:
+        assert holder.stdout.readline().split() == ["2", "4", "4"]
         assert holder.stdout.readline().strip() == "holding"
         cmd = [*search_command(tmp_path, session_cache, "busy"), "--resource-timeout", "8", "--address", two_nodes.address]
         proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
@@ -234,12 +198,6 @@ def test_on_a_cluster_an_oversized_trial_is_refused_and_gpu_shares_pack_per_node
     last = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode == 2 and "1 task(s) waited 8 s for a reference task (2 CPU + 1 GPU) on one node" in last, proc.stderr
     assert "free now: 4 CPU, 0 GPU" in last
-    # The fractional-GPU concurrency the search would use on this cluster's real nodes
-    code = ("import ray; from tune_unlearn.search.cluster import alive_nodes, concurrency; "
-            f"ray.init(address={two_nodes.address!r}, logging_level='ERROR'); nodes = alive_nodes(); "
-            "print(concurrency(nodes, 1, 0.4, None), concurrency(nodes, 0.5, 0.25, None), concurrency(nodes, 1, 0, None))")
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
-    assert proc.stdout.split() == ["2", "4", "4"], proc.stdout + proc.stderr
 
 
 @pytest.fixture
@@ -269,6 +227,10 @@ def autoscaling_head(tmp_path):
                    RAY_health_check_timeout_ms="1000", RAY_health_check_failure_threshold="3")
 
     def up(port) -> bool:  # the GCS answers and the autoscaler has reported
+        try:  # a port that takes no connection yet is no GCS: not worth a `ray status` (a second of a core)
+            socket.create_connection((ip, port), timeout=1).close()
+        except OSError:
+            return False
         status = subprocess.run([str(BIN / "ray"), "status", "--address", f"{ip}:{port}"], env=env,
                                 capture_output=True, text=True)
         return status.returncode == 0 and "Autoscaler" in status.stdout
@@ -282,29 +244,47 @@ def autoscaling_head(tmp_path):
 def test_on_an_autoscaling_cluster_the_search_asks_for_nodes_runs_on_them_and_survives_losing_one(
         autoscaling_head, tmp_path, session_cache):
     """No node can run a trial when the search starts: with --autoscale it asks the autoscaler
-    for two trials at once instead of refusing, and the references and the trials run on the
-    nodes that join. One of them is killed (its raylet, as a preempted VM takes it) once a trial
-    has finished there: the search finishes, the trial running there runs again (as any trial
-    whose process dies does), the finished trial is neither lost nor run again, and the request
-    for nodes is withdrawn at the end."""
+    for two trials at once instead of refusing, and the references and the trials go to the
+    nodes that join. The nodes share no disk with the driver: the model cache is
+    deleted once the references are prepared (the trials get them through the object store),
+    and every trial's files reach the run directory, which a file:// storage path puts exactly
+    where it says. One node is killed (its raylet, as a preempted VM takes it) once a trial has
+    finished there: the search finishes, the trial running there runs again (as any trial whose
+    process dies does), the finished trial is neither lost nor run again, and the request for
+    nodes is withdrawn at the end. (One search for all of it: each search on a cluster of its own
+    costs this suite about a minute of a core.)"""
     env = {**autoscaling_head.env, "PYTHONPATH": str(REPO)}
+    cache = tmp_path / "cache"
+    shutil.copytree(session_cache, cache)
+    storage = tmp_path / "shared runs"
     # Trials of several seconds (small fine-tuning batches), so that one runs on the node when it goes
     path = space_file(tmp_path, num_samples=4, params={"decay": {"type": "uniform", "low": 0.0, "high": 0.9}},
                       fixed={"mask_epochs": 1, "ft_epochs": 6, "ft_batch_size": 16})
     cmd = [sys.executable, "-m", "tune_unlearn.search", "--space", path,
-           *search_args(tmp_path, session_cache, "autoscaled", "--max-concurrent", "2"), "--gpus-per-trial", "0",
-           "--address", autoscaling_head.address]
+           *search_args(tmp_path, cache, "autoscaled", "--max-concurrent", "2"),
+           "--gpus-per-trial", "0", "--storage-path", storage.as_uri(), "--address", autoscaling_head.address]
     refused = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1].endswith("add --autoscale"), refused.stderr
     proc = subprocess.Popen([*cmd, "--autoscale"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    run_dir = tmp_path / "runs" / "autoscaled"
+    lines, deleted = [], threading.Event()
+
+    def read_output():  # the references are prepared once the search says what it searches: take the cache away
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("searching ") and not deleted.is_set():
+                shutil.rmtree(cache)
+                deleted.set()
+
+    reader = threading.Thread(target=read_output, daemon=True)
+    reader.start()
+    run_dir = storage / "autoscaled"
     deadline = time.time() + 240
     # the first trial finished, and the third started in its place: on the same node, whose other
     # trial still runs
     while not ((first := sorted(run_dir.glob("trial_*/final_result.json")))
                and len(list(run_dir.glob("trial_*/params.json"))) >= 3):
-        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
+        assert proc.poll() is None and time.time() < deadline, "".join(lines)[-6000:]
         time.sleep(0.05)
     first, before = first[0], first[0].read_bytes()
     node = json.loads(before)["node_id"]
@@ -314,24 +294,36 @@ def test_on_an_autoscaling_cluster_the_search_asks_for_nodes_runs_on_them_and_su
     assert doomed, f"no process of node {node}"
     for pid in set(doomed):
         os.kill(pid, signal.SIGKILL)
-    out, _ = proc.communicate(timeout=300)
+    try:
+        proc.wait(timeout=300)
+    finally:
+        proc.kill()
+        reader.join(timeout=60)
+    out = "".join(lines)
     assert proc.returncode == 0, out[-6000:]
+    assert deleted.is_set() and not (tmp_path / "file:").exists()
     assert "autoscaler: asked for room for 2 trial(s) of 1 CPU + 0 GPU; the nodes present fit 0" in out
     assert "2 at a time" in out
     finals = [json.loads(p.read_text()) for p in run_dir.glob("trial_*/final_result.json")]
-    assert len(finals) == 4 and all(f["final"] == 1 for f in finals), out[-6000:]
+    assert len(finals) == 4 and all(f["final"] == 1 and "history" not in f for f in finals), out[-6000:]
     assert first.read_bytes() == before  # the trial that had finished on the lost node did not run again
     rows = [r for r in (run_dir / "results.csv").read_text().splitlines()[1:] if ",BASELINE," not in r]
     assert len(rows) == 4 and all(",TERMINATED," in r for r in rows), rows
     errors = list(run_dir.glob("trial_*/error.txt"))  # the trial that ran on the lost node ran again
     assert len(errors) == 1 and "Failure # 1" in errors[0].read_text(), out[-6000:]
+    for trial_dir in run_dir.glob("trial_*"):  # what each trial wrote on its node, in the run directory
+        history = json.loads((trial_dir / "history.json").read_text())
+        assert {h["phase"] for h in history} >= {"mask", "finetune"}
+        assert list(trial_dir.glob("events.out.tfevents.*.method_logs"))
+        assert all("history" not in json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines())
     # Asked from a driver of its own: this process may hold the tests' shared Ray session
     code = ("import json, ray; ray.init(address=%r, logging_level='ERROR'); "
             "print(json.dumps([n['NodeID'] for n in ray.nodes() if 'node:__internal_head__' not in n['Resources']]))")
     nodes = subprocess.run([sys.executable, "-c", code % autoscaling_head.address], env=autoscaling_head.env,
                            capture_output=True, text=True, timeout=60)
     workers = set(json.loads(nodes.stdout.strip().splitlines()[-1]))
-    assert {f["node_id"] for f in finals} <= workers  # the head has no CPU: every trial ran on an added node
+    # the head has no CPU: every trial ran on an added node, and two at once took two of them
+    assert {f["node_id"] for f in finals} <= workers and len({f["node_id"] for f in finals}) >= 2
     status = subprocess.run([str(BIN / "ray"), "status", "--address", autoscaling_head.address], env=autoscaling_head.env,
                             capture_output=True, text=True, timeout=60)
     assert "From request_resources:\n (none)" in status.stdout, status.stdout  # the request withdrawn

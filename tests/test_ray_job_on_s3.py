@@ -4,8 +4,9 @@ start --head`, the search submitted with `ray job submit --working-dir . -- tune
 mode on localhost), reached through pyarrow as a user's bucket would be. The job's driver is
 killed outright after two trials (a lost head: no chance to upload anything more), this machine's
 copy and model cache go with it, and the same submission again resumes from the URI alone with
-the references the search started with; the finished run is then exported and reported from the
-URI. One search for both features: each search costs this suite many seconds."""
+the references the search started with, those of its held-out request among them (the held-out
+runs, Ray tasks on the cluster, score against them); the finished run is then exported and
+reported from the URI. One search for both features: each search costs this suite many seconds."""
 
 from __future__ import annotations
 
@@ -111,7 +112,8 @@ def test_a_search_submitted_as_a_ray_job_to_s3_survives_its_driver_and_a_resubmi
     job_env = {**CREDENTIALS, "TUNE_UNLEARN_CACHE": os.environ["TUNE_UNLEARN_CACHE"]}
     submit = [str(BIN / "ray"), "job", "submit", "--address", url, "--working-dir", str(REPO),
               "--runtime-env-json", json.dumps({"env_vars": job_env}), "--",
-              "tune-unlearn", "search", "--space", space, *search_args(tmp_path, cache, "cloud"), "--storage-path", uri]
+              "tune-unlearn", "search", "--space", space,
+              *search_args(tmp_path, cache, "cloud", "--holdout", "seed=1", "--holdout-top", "1"), "--storage-path", uri]
     first = subprocess.Popen(submit, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 240
     while sum(p.endswith("final_result.json") for p in remote_files(fs, f"{root}/cloud")) < 2:
@@ -144,6 +146,9 @@ def test_a_search_submitted_as_a_ray_job_to_s3_survives_its_driver_and_a_resubmi
     # A trial that ended after Tune last copied its state into the run (Tune's sync period) is
     # unknown to Tune on the resume; the study counts it, so no trial runs in its place.
     assert sum(p.endswith("final_result.json") for p in files) == 4
+    holdout = json.loads(read(fs, f"{root}/cloud/holdout.json"))
+    assert [c["name"] for c in holdout["configs"]] == ["rank 1", "defaults"]
+    assert all(c["holdout_objective"] is not None for c in holdout["configs"]), holdout
 
     # export and report from the URI alone, on a machine with no copy
     shutil.rmtree(Path(os.environ["TUNE_UNLEARN_CACHE"]) / "staging")

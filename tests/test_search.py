@@ -104,6 +104,20 @@ def completed_trials(run_dir, storage=None):
     return study, study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
 
 
+SAMPLER_CLASSES = {"tpe": "TPESampler", "nsga2": "NSGAIISampler", "nsga3": "NSGAIIISampler", "gp": "GPSampler",
+                   "random": "RandomSampler"}
+
+
+def assert_sampler_saved_for_resume(run_dir, sampler, seed, database=None):
+    """search.json and Tune's saved searcher state name the sampler (pickled as its name and
+    seed: study.NamedSampler), and the study holds the finished trials."""
+    saved = json.loads((run_dir / "search.json").read_text())
+    assert saved["sampler"] == sampler and saved["seed"] == seed and saved["study_name"] == run_dir.name
+    state = pickle.loads(next(run_dir.glob("searcher-state-*.pkl")).read_bytes())
+    assert state["_sampler"].name == sampler and type(state["_sampler"].sampler).__name__ == SAMPLER_CLASSES[sampler]
+    return completed_trials(run_dir, database)
+
+
 def test_the_optuna_study_persists_in_the_run_directory(finished_search, capsys):
     rows = trial_rows(finished_search / "results.csv")
     study, done = completed_trials(finished_search)
@@ -290,18 +304,25 @@ def forget_in_tune_state(run_dir, trial_id):
         path.write_bytes(pickle.dumps(state))
 
 
-def test_resume_after_ctrl_c_runs_no_trial_twice(ray_address, tmp_path, session_cache):
+def test_resume_after_ctrl_c_runs_no_trial_twice(ray_address, tmp_path, session_cache, capsys):
     """Interrupt a search (SIGINT, as Ctrl-C) after two trials finished, resume it by name, and
     check that the finished trials were not run again and the rest completed. The cache is lost
     in between: the resume scores against the references the search started with, kept in the
     run, and trains nothing. One finished trial is then taken out of Tune's saved state, as a
-    hard kill can leave it: the resume counts it, runs no trial in its place, and reports it."""
-    path = space_file(tmp_path, num_samples=5)
+    hard kill can leave it: the resume counts it, runs no trial in its place, and reports it.
+    The search interrupted is a command of its own (it gets the signal); the resume runs here.
+    Its sampler is GP (TPE runs in every other search here, NSGA-II in the shared
+    multi-objective one; test_searcher.py pickles and restores every sampler), with the study in
+    a database of its own, as a database server would hold it (--optuna-storage): the resume
+    rebuilds the sampler from Tune's saved state and continues that study."""
+    space = space_file(tmp_path, num_samples=5)
     run_dir = tmp_path / "runs" / "resume"
     cache = tmp_path / "cache"
     shutil.copytree(session_cache, cache)
-    cmd = [sys.executable, "-m", "tune_unlearn.search", "--space", path, "--address", ray_address,
-           *search_args(tmp_path, cache, "resume")]
+    database = f"sqlite:///{tmp_path / 'server.db'}"
+    sampler = ["--sampler", "gp", "--seed", "3", "--optuna-storage", database]
+    args = ["--space", space, *sampler, *search_args(tmp_path, cache, "resume")]
+    cmd = [sys.executable, "-m", "tune_unlearn.search", *args, "--address", ray_address]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 240
@@ -321,10 +342,11 @@ def test_resume_after_ctrl_c_runs_no_trial_twice(ray_address, tmp_path, session_
     last_finished = max(finished_before, key=lambda name: finished_before[name][1]).removeprefix("trial_")
     forget_in_tune_state(run_dir, last_finished)
     shutil.rmtree(cache)
-    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "resuming" in proc.stdout and "references: the ones this search started with" in proc.stdout
-    assert "training the" not in proc.stderr and not list(cache.rglob("*.pt"))  # nothing trained again
+    capsys.readouterr()
+    assert search.main(args) == 0
+    resumed = capsys.readouterr()
+    assert "resuming" in resumed.out and "references: the ones this search started with" in resumed.out
+    assert "training the" not in resumed.err and not list(cache.rglob("*.pt"))  # nothing trained again
     assert pinned["for_trials"].keys() == {"seed0"}  # what the first start kept: the one tuning request's
     rows = trial_rows(run_dir / "results.csv")
     assert len(rows) == 5 and {r["status"] for r in rows} == {"TERMINATED"}
@@ -338,11 +360,17 @@ def test_resume_after_ctrl_c_runs_no_trial_twice(ray_address, tmp_path, session_
         assert 1 <= len(logged) <= 2 and {r["objective"] for r in logged} == {json.loads(final)["objective"]}
         [trial] = [t for t in load_run(run_dir).trials if Path(t.path).name == name]
         assert [r.get("final") for r in trial.history].count(1) == 1
-    # The resumed search continued the same Optuna study: five trials, none twice, none left open
-    study, done = completed_trials(run_dir)
+    # The resumed search continued the same Optuna study, in the database: five trials, none
+    # twice, none left open, with the sampler it started with
+    assert not (run_dir / "optuna.db").exists()
+    study, done = assert_sampler_saved_for_resume(run_dir, "gp", 3, database)
     assert len(done) == 5 and len({tuple(sorted(t.params.items())) for t in done}) == 5
     assert [t for t in study.trials if t.state != optuna.trial.TrialState.COMPLETE] == []
     assert sorted(t.value for t in done) == pytest.approx(sorted(float(r["objective"]) for r in rows))
+    # a new search of the same name elsewhere would continue this study: refused before Ray
+    other = ["--space", space, *sampler, *search_args(tmp_path / "elsewhere", cache, "resume")]
+    assert search.main(other) == 2
+    assert "already holds a study named 'resume' (another search's)" in capsys.readouterr().err
 
 
 def test_a_resume_without_kept_references_refuses_other_ones(finished_search, tmp_path, capsys):
@@ -378,45 +406,24 @@ def test_asha_compares_trials_at_equal_evaluated_epochs(ray_address, tmp_path, s
             assert lines[-1]["epoch"] == len(epochs)
 
 
-# Through Ray end to end: a genetic sampler (the kind Optuna 5.1 cannot pickle) and GP; TPE
-# runs in every other search here, and test_searcher.py pickles and restores every sampler.
-@pytest.mark.parametrize("sampler", ["nsga2", "gp"])
-def test_each_sampler_runs_a_search_and_is_saved_for_resume(ray_address, tmp_path, session_cache, sampler, capsys):
-    path = space_file(tmp_path, num_samples=2, params={"lam": {"type": "loguniform", "low": 1e-8, "high": 1e-4}},
-                      fixed={"mask_epochs": 1, "ft_epochs": 1})
-    multi = ["--multi-objective"] if sampler.startswith("nsga") else []
-    # GP's study in a database of its own, as a database server would hold it (--optuna-storage)
-    database = f"sqlite:///{tmp_path / 'server.db'}" if sampler == "gp" else None
-    server = ["--optuna-storage", database] if database else []
-    args = ["--space", path, "--sampler", sampler, "--seed", "3", *multi, *server,
-            *search_args(tmp_path, session_cache, sampler)]
-    assert search.main(args) == 0
-    run_dir = tmp_path / "runs" / sampler
-    if database:
-        assert not (run_dir / "optuna.db").exists()
-        # a new search of the same name elsewhere would continue this study: refused before Ray
-        other = ["--space", path, "--sampler", sampler, *server, *search_args(tmp_path / "elsewhere", session_cache, sampler)]
-        assert search.main(other) == 2
-        assert f"already holds a study named '{sampler}' (another search's)" in capsys.readouterr().err
-    saved = json.loads((run_dir / "search.json").read_text())
-    assert saved["sampler"] == sampler and saved["seed"] == 3 and saved["study_name"] == sampler
-    classes = {"tpe": "TPESampler", "nsga2": "NSGAIISampler", "nsga3": "NSGAIIISampler", "gp": "GPSampler",
-               "random": "RandomSampler"}
-    state = pickle.loads(next(run_dir.glob("searcher-state-*.pkl")).read_bytes())
-    assert state["_sampler"].name == sampler and type(state["_sampler"].sampler).__name__ == classes[sampler]
-    study, done = completed_trials(run_dir, database)
-    assert len(done) == 2 and len(study.directions) == (6 if multi else 1)  # digits: 4 gaps, example_gap, cost
+def test_the_genetic_sampler_runs_a_multi_objective_search_and_is_saved_for_resume(multi_objective_search):
+    study, done = assert_sampler_saved_for_resume(multi_objective_search, "nsga2", 3)
+    objectives = json.loads((multi_objective_search / "search.json").read_text())["objectives"]
+    assert len(done) == 4 and len(study.directions) == len(objectives) == 9  # the backdoor's 6 gaps, leak, example, cost
 
 
-def test_a_search_over_two_requests_holds_one_out_and_reports_it_beside_tuning(ray_address, tmp_path, capsys,
-                                                                                monkeypatch):
+def test_a_search_over_two_requests_holds_one_out_and_reports_it_beside_tuning(ray_address, prepared, session_cache,
+                                                                                tmp_path, capsys, monkeypatch):
     """Two tuning requests, two trials, one held-out request: each trial runs on both and the
     searcher sees only their mean; after the trials the best configuration and the defaults run
     on the held-out request, and best_config.yaml, the summary, the report and MLflow say how
     they did there. Every request's references are trained once, before the trials. MLflow gets
     every trial's run, with a metric history per evaluated epoch (--report-every-epoch)."""
     mlflow = pytest.importorskip("mlflow")
-    cache = tmp_path / "cache"  # its own cache: every reference below is made by this search
+    # Its own cache: every reference below is made by this search. The cost model's calibration
+    # (which `prepared` made on this machine) is copied, as a machine that calibrated before has it.
+    cache = tmp_path / "cache"
+    shutil.copytree(session_cache / "calibration", cache / "calibration")
     path = space_file(tmp_path, num_samples=2)
     args = ["--space", path, *search_args(tmp_path, cache, "req", "--requests", "seed=0", "seed=1", "--holdout", "seed=2",
                                           "--holdout-top", "1", "--mlflow", "--report-every-epoch",
