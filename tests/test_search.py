@@ -283,6 +283,42 @@ def test_bad_input_stops_before_ray_starts(tmp_path, capsys, monkeypatch):
     assert search.main(["--space", "default"]) == 2 and "RAY_ADDRESS ray://head:10001" in capsys.readouterr().err
 
 
+def test_a_ray_address_where_no_cluster_answers_is_refused_in_one_line_at_once(tmp_path, capsys, monkeypatch):
+    """Nothing listening at --address: refused before ray.init, which would wait about 20 s and
+    end in a traceback; something listening that is no cluster to join: ray.init's
+    ConnectionError, said in one line."""
+    import socket
+
+    import ray
+
+    def no_init(*args, **kwargs):
+        raise AssertionError("ray.init must not be called for an address where nothing listens")
+
+    monkeypatch.setattr(ray, "init", no_init)
+    args = ["--space", "default", "--storage-path", str(tmp_path / "runs")]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, not listening: a connection is refused
+        started = time.time()
+        assert search.main([*args, "--address", f"127.0.0.1:{port}"]) == 2
+    err = capsys.readouterr().err
+    assert time.time() - started < 10 and err.count("\n") == 1, err
+    assert err.startswith(f"error: Ray address 127.0.0.1:{port} (--address or $RAY_ADDRESS): no Ray cluster answers there (")
+
+    def refused(*args, **kwargs):
+        raise ConnectionError("Could not connect to the GCS at that address.\n(details Ray logs)")
+
+    monkeypatch.setattr(ray, "init", refused)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        address = "127.0.0.1:%d" % listener.getsockname()[1]
+        assert search.main([*args, "--address", address]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: Ray address {address} (--address or $RAY_ADDRESS): could not join the cluster there: "
+                   "Could not connect to the GCS at that address.\n")
+
+
 def forget_in_tune_state(run_dir, trial_id):
     """What a hard kill of the driver can leave: Tune's last saved state (trials, the count of
     trials created, the searcher's) older than a trial that then finished, whose folder and

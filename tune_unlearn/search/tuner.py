@@ -35,10 +35,30 @@ def unshipped_package(method_name: str) -> str | None:
     return None if {"site-packages", "dist-packages"} & set(folder.parts) else str(folder)
 
 
+def check_reachable(address: str) -> None:
+    """A UserError at once where nothing takes a connection at a HOST:PORT address: ray.init
+    would wait for the GCS about 20 s and then end with a traceback. ("auto" and addresses Ray
+    reads elsewhere are left to ray.init.)"""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as error:
+        raise UserError(f"Ray address {address} (--address or $RAY_ADDRESS): no Ray cluster answers there "
+                        f"({error.strerror or error}); start one "
+                        "with `ray start --head`, or give the address `ray start` printed (or auto on one of its "
+                        "nodes)") from None
+
+
 def start_ray(address: str | None, dashboard: bool, method: str) -> dict:
     """Join the cluster at `address` (cluster_address's answer), or start a local session."""
     import ray
 
+    if address:
+        check_reachable(address)
     kwargs = {"logging_level": logging.WARNING, "log_to_driver": True, "ignore_reinit_error": True}
     if address:
         # Ship this package (and a method from outside it) to the cluster's workers, so every
@@ -52,7 +72,13 @@ def start_ray(address: str | None, dashboard: bool, method: str) -> dict:
         if dashboard:
             kwargs["dashboard_host"] = "127.0.0.1"
     joined = ray.is_initialized()  # a session this process already has (the tests' shared one)
-    context = ray.init(address=address, **kwargs)
+    try:
+        context = ray.init(address=address, **kwargs)
+    except ConnectionError as error:  # something answers at the address, but no Ray cluster this driver can join
+        if not address:
+            raise
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"Ray address {address} (--address or $RAY_ADDRESS): could not join the cluster there: {first}") from None
     info = {"dashboard": getattr(context, "dashboard_url", None), "owned": not joined}
     if dashboard and info["dashboard"]:
         print(f"Ray dashboard: http://{info['dashboard']}  (if it asks for a token: ray get-auth-token)", flush=True)
