@@ -123,9 +123,9 @@ def two_nodes():
 
     small = {"object_store_memory": 150 * 1024**2, "include_dashboard": False}
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, **small})
-    worker = cluster.add_node(num_cpus=2, num_gpus=1, **small)
+    cluster.add_node(num_cpus=2, num_gpus=1, **small)
     cluster.wait_for_nodes()
-    yield SimpleNamespace(address=cluster.address, head=cluster.head_node.node_id, worker=worker.node_id)
+    yield SimpleNamespace(address=cluster.address)
     cluster.shutdown()
 
 
