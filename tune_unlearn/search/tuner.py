@@ -57,10 +57,9 @@ def start_ray(address: str | None, dashboard: bool, method: str) -> dict:
     """Join the cluster at `address` (cluster_address's answer), or start a local session."""
     import ray
 
-    if address:
-        check_reachable(address)
     kwargs = {"logging_level": logging.WARNING, "log_to_driver": True, "ignore_reinit_error": True}
     if address:
+        check_reachable(address)
         # Ship this package (and a method from outside it) to the cluster's workers, so every
         # node runs the driver's code.
         import tune_unlearn
@@ -77,7 +76,7 @@ def start_ray(address: str | None, dashboard: bool, method: str) -> dict:
     except ConnectionError as error:  # something answers at the address, but no Ray cluster this driver can join
         if not address:
             raise
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first = (str(error).strip() or type(error).__name__).splitlines()[0]
         raise UserError(f"Ray address {address} (--address or $RAY_ADDRESS): could not join the cluster there: {first}") from None
     info = {"dashboard": getattr(context, "dashboard_url", None), "owned": not joined}
     if dashboard and info["dashboard"]:
