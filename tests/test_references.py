@@ -42,9 +42,19 @@ def filled_cache(prepared, session_cache, tmp_path):
 
 @pytest.mark.train
 def test_second_prepare_is_a_cache_hit_and_says_so(tiny_experiment, runtime, tmp_path, monkeypatch):
+    from tune_unlearn.data.load import load_data
+    from tune_unlearn.evaluation.references import untrained_seconds
+
     calls = _count_training(monkeypatch)
+    data = load_data(tiny_experiment, runtime.device)
+    forecast = untrained_seconds(tiny_experiment, data, runtime, tmp_path)
     first = prepare(tiny_experiment, runtime, tmp_path, log=lambda m: None)
     assert first.refs.status == ALL_TRAINED and len(calls) == 4  # the original and K = 3 retrained models
+    # The forecast of the training (what decides whether a search trains its requests in parallel
+    # tasks) is the work the training then counted, at the same prices; none once all are cached
+    counted = [first.refs.original["val"], *(m["val"] for m in first.refs.retrained)]
+    assert forecast == pytest.approx(sum(m["cost"] for m in counted), rel=1e-6)
+    assert untrained_seconds(tiny_experiment, data, runtime, tmp_path) == 0
     messages = []
     second = prepare(tiny_experiment, runtime, tmp_path, log=messages.append)
     assert second.refs.status == ALL_CACHED and len(calls) == 4
@@ -140,3 +150,23 @@ def test_a_mismatched_checkpoint_is_a_one_line_error(prepared, tiny_experiment, 
     with pytest.raises(UserError, match="cannot read checkpoint"):
         prepare(tiny_experiment, runtime, tmp_path / "c", original_checkpoint=str(path), log=lambda m: None)
     assert not (tmp_path / "c").exists()  # nothing trained, nothing cached
+
+
+def test_a_local_search_trains_its_requests_in_parallel_tasks_only_when_that_pays(prepared, session_cache, tmp_path,
+                                                                                  monkeypatch):
+    """Tasks save at most the training of all request groups but the longest, and each starts a
+    process that imports torch: a tiny network's requests train here, one after the other."""
+    from conftest import search_args, space_file
+    from tune_unlearn.commands.search import parse_options
+    import tune_unlearn.search.references as references
+    from tune_unlearn.search.plan import make_plan
+
+    cache = tmp_path / "cache"
+    shutil.copytree(session_cache / "calibration", cache / "calibration")  # as `prepared` calibrated this machine
+    plan = make_plan(parse_options(["--space", space_file(tmp_path), *search_args(
+        tmp_path, cache, "two", "--requests", "seed=0", "seed=1", experiment="digits_mislabeled")]))
+    groups = references.request_groups(plan)
+    assert len(groups) == 2 and not references.parallel_training_pays(plan, groups, download=False)
+    monkeypatch.setattr(references, "TASK_START_S", 0.0)  # were starting a task free, they would pay
+    assert references.parallel_training_pays(plan, groups, download=False)
+    assert not list(cache.rglob("*.pt"))  # a forecast trains nothing

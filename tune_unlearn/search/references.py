@@ -78,19 +78,15 @@ def prepare_references(plan: Plan, nodes: list[Node], gpu: bool, download: bool,
     train 1.6 times faster than one after the other on two threads: measured in docs/results-2026-11.md).
     With a GPU, in one Ray task on it, request after request. Both kinds of task exit
     afterwards, so that their memory is free before the trials start. A local session without a
-    GPU works in this process where that needs no parallel training (everything cached, or one
-    group of requests): a task would start a process that imports torch and this package again
-    (seconds on a small machine) for the same work. On a cluster the tasks run where Ray puts
-    them and write the cache on that node; what the search needs of it comes back through Ray."""
-    from ..evaluation.references import NotCached
-
+    GPU works in this process where parallel training would not pay (everything cached, one
+    group of requests, or training forecast to take less than starting the tasks): a task starts
+    a process that imports torch and this package again (seconds on a small machine) for the
+    same work. On a cluster the tasks run where Ray puts them and write the cache on that node;
+    what the search needs of it comes back through Ray."""
     groups = request_groups(plan)
-    if local and not gpu:
+    if local and not gpu and (len(groups) == 1 or not parallel_training_pays(plan, groups, download)):
         everything = [r for group in groups for r in group]
-        try:  # all cached (every search after the first): no task to start
-            return combined_references(plan, [references_in_process(plan, download, everything, train=len(groups) == 1)])
-        except NotCached:
-            pass
+        return combined_references(plan, [references_in_process(plan, download, everything)])
 
     cpus = task_cpus(nodes, gpu, len(groups), fallback=plan.cpus_per_trial)
     work = [[r for group in groups for r in group]] if gpu else groups
@@ -100,6 +96,28 @@ def prepare_references(plan: Plan, nodes: list[Node], gpu: bool, download: bool,
     needs = f"a reference task ({cpus} CPU{' + 1 GPU' if gpu else ''})"
     parts = run_tasks(task, [(plan, download, requests, cpus, original) for requests in work], needs, timeout)
     return combined_references(plan, parts)
+
+
+# What a reference task costs before it trains, on top of the training it takes over: a process
+# that imports torch, scikit-learn and this package, about 5.5 s of a core on the 2-core development
+# machine (docs/install.md), more while it shares the cores with the other tasks starting.
+TASK_START_S = 10.0
+
+
+def parallel_training_pays(plan: Plan, groups: list, download: bool) -> bool:
+    """Whether training the request groups in parallel tasks saves more than starting them
+    costs: at best they save the training of every group but the longest, forecast from the
+    work to train and the device's prices (evaluation.references.untrained_seconds). Without
+    a GPU only: a GPU trains every request in one task."""
+    from ..data.load import load_data
+    from ..evaluation.references import untrained_seconds
+    from ..runtime import make_runtime
+
+    runtime = make_runtime("auto")  # as references_in_process
+    threads = max(1, int(plan.cpus_per_trial))
+    seconds = [sum(untrained_seconds(exp, load_data(exp, runtime.device, download), runtime, plan.cache_dir,
+                                     plan.original, threads) for _, _, exp in group) for group in groups]
+    return sum(seconds) - max(seconds) > TASK_START_S
 
 
 def original_bytes(path: str) -> tuple[str, bytes]:
@@ -150,9 +168,8 @@ def request_groups(plan: Plan) -> list[list[tuple[str, str, object]]]:
     return sorted((sorted(g[1], key=lambda r: order[r[1]]) for g in groups), key=lambda g: order[g[0][1]])
 
 
-def references_in_process(plan: Plan, download: bool, requests: list, train: bool = True) -> dict:
-    """The references of `requests` ((role, label, experiment)), each scored like trials; with
-    `train` False, NotCached when one is missing."""
+def references_in_process(plan: Plan, download: bool, requests: list) -> dict:
+    """The references of `requests` ((role, label, experiment)), each scored like trials."""
     from ..files import log_stderr
     from ..pipeline import prepare
     from ..runtime import make_runtime
@@ -161,13 +178,12 @@ def references_in_process(plan: Plan, download: bool, requests: list, train: boo
     out = {}
     several = len(plan.tuning_experiments()) + len(plan.holdout) > 1
     for role, label, exp in requests:
-        if several and train:
+        if several:
             log_stderr(f"references of the {'tuning' if role == 'tune' else 'held-out'} request {label} "
                        f"({exp.forget.describe()}, train seed {exp.train.seed})")
         # Costs priced as a trial runs: on the threads its CPUs give it (limit_threads)
-        prepared = prepare(exp, runtime, plan.cache_dir, plan.original, download, allow_training=train,
-                           leakage=plan.leakage, log=log_stderr if train else lambda message: None,
-                           threads=max(1, int(plan.cpus_per_trial)))
+        prepared = prepare(exp, runtime, plan.cache_dir, plan.original, download, leakage=plan.leakage,
+                           log=log_stderr, threads=max(1, int(plan.cpus_per_trial)))
         refs, data = prepared.refs, prepared.data
         out[label] = {"role": role, "baselines": refs.scored(plan.weights), "status": refs.status, "paths": refs.paths,
                       "sizes": {"train": len(data.train), "retain": len(data.retain), "forget": len(data.forget),

@@ -41,10 +41,37 @@ from ...files import log_stderr
 from ...runtime import Runtime
 from .cache import NotCached, ReferenceCache, digest, file_digest, forget_key, retrain_seeds
 from .scoring import References, combine_scored
-from .training import Forecast, loaded, network
+from .training import Forecast, loaded, network, training_counts
 
 __all__ = ["NotCached", "ReferenceCache", "References", "combine_scored", "digest", "file_digest", "forget_key",
-           "loaded", "network", "prepare_references", "retrain_seeds"]
+           "loaded", "network", "prepare_references", "retrain_seeds", "untrained_seconds"]
+
+
+def reference_jobs(exp: Experiment) -> list[tuple[str, str, Experiment]]:
+    """(name, role, experiment) of every reference model: the original, then the retrained ones."""
+    return [("original", "original", exp)] + [(f"retrain-{i}", "retrain", replace(exp, train=replace(exp.train, seed=seed)))
+                                              for i, seed in enumerate(retrain_seeds(exp))]
+
+
+def untrained(cache: ReferenceCache, jobs: list, data: ExperimentData,
+              original_checkpoint: str | None) -> list[tuple[str, Experiment]]:
+    """(role, experiment) of the models of `jobs` that the cache lacks (a given original is none)."""
+    return [(role, model_exp) for _, role, model_exp in jobs
+            if not (role == "original" and original_checkpoint) and not cache.path_of(model_exp, data, role).exists()]
+
+
+def untrained_seconds(exp: Experiment, data: ExperimentData, runtime: Runtime, cache_dir: str | Path,
+                      original_checkpoint: str | None = None, threads: int | None = None) -> float:
+    """A forecast of the time that training the references of `exp` missing from the cache
+    takes here on `threads` threads: their counted work (training_counts) at the device's prices
+    (calibrated first where the cache has none, as prepare_references would); 0 when all are cached."""
+    cache = ReferenceCache(cache_dir, lambda message: None)
+    missing = untrained(cache, reference_jobs(exp), data, original_checkpoint)
+    if not missing:
+        return 0.0
+    prices = cache.cost_model(exp, data, runtime, threads)
+    counts = [training_counts(model_exp, data, runtime, role) for role, model_exp in missing]
+    return sum(prices.seconds(c["macs"], c["calls"]) for c in counts)
 
 
 def prepare_references(exp: Experiment, data: ExperimentData, runtime: Runtime, cache_dir: str | Path,
@@ -56,11 +83,8 @@ def prepare_references(exp: Experiment, data: ExperimentData, runtime: Runtime, 
     `threads`, the threads an unlearning runs on: None, this process's), and their confidences."""
     cache = ReferenceCache(cache_dir, log)
     refs = References({}, [], {}, [], fingerprint=data.fingerprint)
-    jobs = [("original", "original", exp)]
-    jobs += [(f"retrain-{i}", "retrain", replace(exp, train=replace(exp.train, seed=seed)))
-             for i, seed in enumerate(retrain_seeds(exp))]
-    missing = [role for _, role, model_exp in jobs
-               if not (role == "original" and original_checkpoint) and not cache.path_of(model_exp, data, role).exists()]
+    jobs = reference_jobs(exp)
+    missing = [role for role, _ in untrained(cache, jobs, data, original_checkpoint)]
     if missing and allow_training:  # said when the first one starts (a bad --original is refused first)
         cache.forecast = Forecast(len(missing), f"{len(missing)} of {len(jobs)} models to train for {exp.name} "
                                   f"({exp.forget.describe()}, train seed {exp.train.seed}); the rest come from the cache")

@@ -10,12 +10,13 @@ from typing import Callable
 
 import torch
 
+from ...cost import CostMeter
 from ...data.experiment import Experiment
 from ...data.load import ExperimentData
 from ...files import log_stderr
 from ...progress_bar import Progress
 from ...runtime import Runtime, Stopwatch, seed_everything
-from ...training import train_recipe
+from ...training import batch_count, train_recipe
 
 
 @dataclass
@@ -45,19 +46,38 @@ def loaded(exp: Experiment, data: ExperimentData, runtime: Runtime, state: dict)
     return model
 
 
+def training_stages(exp: Experiment, data: ExperimentData, role: str) -> list[tuple[str, object, object]]:
+    """(what, data part, recipe) of each stage that trains the original or a retrained model."""
+    recipe = exp.train
+    if role == "retrain":
+        return [("", data.retain, recipe)]
+    if recipe.original == "transfer":
+        return [(" (source task: forget classes)", data.forget, recipe),
+                (" (transfer to the target task)", data.retain,
+                 replace(recipe, epochs=recipe.transfer_epochs, lr=recipe.transfer_lr))]
+    return [("", data.train, recipe)]
+
+
+def training_counts(exp: Experiment, data: ExperimentData, runtime: Runtime, role: str) -> dict:
+    """The work (cost.CostMeter's MACs, layer calls, steps) that training the original or a
+    retrained model will count, from one forward pass of a fresh network on two images: a
+    step's MACs grow with its batch, its layer calls do not."""
+    model = runtime.prepare(network(exp, data)).train()
+    images = next(iter(data.train.batches(2)))[0]
+    with CostMeter().counting() as meter:
+        model(images)
+    macs_per_image, calls_per_step = meter.macs / len(images), meter.calls
+    steps = sum(stage.epochs * batch_count(len(part), stage.batch_size) for _, part, stage in training_stages(exp, data, role))
+    images = sum(stage.epochs * len(part) for _, part, stage in training_stages(exp, data, role))
+    return {"macs": macs_per_image * images, "calls": calls_per_step * steps, "steps": steps}
+
+
 def train_reference(exp: Experiment, data: ExperimentData, runtime: Runtime, role: str,
                     log: Callable[[str], None] = log_stderr, forecast: Forecast | None = None) -> tuple[dict, dict]:
     """The original (joint: the recipe on D; transfer: the recipe on D_f, then a shorter
     recipe on D_r) or the retrained reference (the recipe on D_r)."""
     recipe = exp.train
-    if role == "retrain":
-        stages = [("", data.retain, recipe)]
-    elif recipe.original == "transfer":
-        stages = [(" (source task: forget classes)", data.forget, recipe),
-                  (" (transfer to the target task)", data.retain,
-                   replace(recipe, epochs=recipe.transfer_epochs, lr=recipe.transfer_lr))]
-    else:
-        stages = [("", data.train, recipe)]
+    stages = training_stages(exp, data, role)
     forecast = forecast or Forecast()
     if forecast.announce:
         log(forecast.announce)
