@@ -175,13 +175,10 @@ def test_export_round_trip_into_run_config(finished_search, capsys, session_cach
     assert "the search's trial gave" in captured.err and "(difference +0.5)" in captured.err
 
 
-def test_a_diverging_trial_fails_with_its_reason_and_the_search_goes_on(ray_address, tmp_path, session_cache, capsys,
-                                                                         monkeypatch):
+def test_a_diverging_trial_fails_with_its_reason_and_the_search_goes_on(ray_address, tmp_path, session_cache, capsys):
     path = space_file(tmp_path, num_samples=2, params={"decay": {"type": "uniform", "low": 0.0, "high": 0.5}},
                       fixed={"mask_epochs": 2, "ft_epochs": 1, "ft_lr": 1e12})
-    # Also: a file:// storage path is the folder it names, and $RAY_ADDRESS joins that cluster as
-    # --address does (the references then come from a Ray task, as on a cluster)
-    monkeypatch.setenv("RAY_ADDRESS", ray_address)
+    # Also: a file:// storage path is the folder it names
     storage = ["--storage-path", (tmp_path / "runs").as_uri()]
     assert search.main(["--space", path, *search_args(tmp_path, session_cache, "nan"), *storage]) == 0
     rows = trial_rows(tmp_path / "runs" / "nan" / "results.csv")
@@ -346,7 +343,9 @@ def test_resume_after_ctrl_c_runs_no_trial_twice(ray_address, tmp_path, session_
     in between: the resume scores against the references the search started with, kept in the
     run, and trains nothing. One finished trial is then taken out of Tune's saved state, as a
     hard kill can leave it: the resume counts it, runs no trial in its place, and reports it.
-    The search interrupted is a command of its own (it gets the signal); the resume runs here.
+    The search interrupted is a command of its own (it gets the signal) that joins this session's
+    Ray through $RAY_ADDRESS, as --address would (its references then come from a Ray task, as
+    on a cluster); the resume runs here.
     Its sampler is GP (TPE runs in every other search here, NSGA-II in the shared
     multi-objective one; test_searcher.py pickles and restores every sampler), with the study in
     a database of its own, as a database server would hold it (--optuna-storage): the resume
@@ -358,8 +357,8 @@ def test_resume_after_ctrl_c_runs_no_trial_twice(ray_address, tmp_path, session_
     database = f"sqlite:///{tmp_path / 'server.db'}"
     sampler = ["--sampler", "gp", "--seed", "3", "--optuna-storage", database]
     args = ["--space", space, *sampler, *search_args(tmp_path, cache, "resume")]
-    cmd = [sys.executable, "-m", "tune_unlearn.search", *args, "--address", ray_address]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "tune_unlearn.search", *args]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_ADDRESS": ray_address}
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 240
     while len(list(run_dir.glob("*/final_result.json"))) < 2:
