@@ -25,7 +25,7 @@ from .evaluation.metrics import SPLITS, evaluate
 from .evaluation.objective import Weights, score
 from .progress_bar import Progress
 from .files import log_stderr
-from .evaluation.references import References, network, prepare_references
+from .evaluation.references import References, empty_network, network, prepare_references
 from .runtime import Runtime, Stopwatch, seed_everything
 
 
@@ -48,7 +48,7 @@ class Prepared:
         """A model of the experiment on the device, holding `state` (default: the original).
         Copies one template instead of constructing a network per call (every trial makes one)."""
         if self._template is None:
-            self._template = self.runtime.prepare(network(self.experiment, self.data))
+            self._template = empty_network(self.experiment, self.data, self.runtime)
         model = copy.deepcopy(self._template)
         model.load_state_dict(self.refs.original_state if state is None else state)
         return model

@@ -41,10 +41,10 @@ from ...files import log_stderr
 from ...runtime import Runtime
 from .cache import NotCached, ReferenceCache, digest, file_digest, forget_key, retrain_seeds
 from .scoring import References, combine_scored
-from .training import Forecast, loaded, network, training_counts
+from .training import Forecast, empty_network, loaded, network, training_counts, work_per_image_and_step
 
-__all__ = ["NotCached", "ReferenceCache", "References", "combine_scored", "digest", "file_digest", "forget_key",
-           "loaded", "network", "prepare_references", "retrain_seeds", "untrained_seconds"]
+__all__ = ["NotCached", "ReferenceCache", "References", "combine_scored", "digest", "empty_network", "file_digest",
+           "forget_key", "loaded", "network", "prepare_references", "retrain_seeds", "untrained_seconds"]
 
 
 def reference_jobs(exp: Experiment) -> list[tuple[str, str, Experiment]]:
@@ -70,7 +70,8 @@ def untrained_seconds(exp: Experiment, data: ExperimentData, runtime: Runtime, c
     if not missing:
         return 0.0
     prices = cache.cost_model(exp, data, runtime, threads)
-    counts = [training_counts(model_exp, data, runtime, role) for role, model_exp in missing]
+    work = work_per_image_and_step(exp, data, runtime)  # the same network for every reference model
+    counts = [training_counts(model_exp, data, role, work) for role, model_exp in missing]
     return sum(prices.seconds(c["macs"], c["calls"]) for c in counts)
 
 

@@ -39,9 +39,21 @@ def network(exp: Experiment, data: ExperimentData) -> torch.nn.Module:
     return build_model(exp.model, data.num_classes, data.in_channels)
 
 
+def empty_network(exp: Experiment, data: ExperimentData, runtime: Runtime) -> torch.nn.Module:
+    """A network of the experiment on the device with its weights left uninitialised, for a
+    caller that loads a state into it at once. Built on the meta device: torchvision initialises
+    a full-width ResNet-18 (narrow ones are made from it), about 0.1 s of a CPU per network, and
+    that would also draw from the global random state for nothing."""
+    from ...network.resnet import build_model  # imported first: tensors torchvision makes on import stay real
+
+    with torch.device("meta"):
+        model = build_model(exp.model, data.num_classes, data.in_channels)
+    return runtime.prepare(model.to_empty(device=runtime.device))
+
+
 def loaded(exp: Experiment, data: ExperimentData, runtime: Runtime, state: dict) -> torch.nn.Module:
     """A network of the experiment on the device, holding `state` (a cached model, to evaluate)."""
-    model = runtime.prepare(network(exp, data))
+    model = empty_network(exp, data, runtime)
     model.load_state_dict(state)
     return model
 
@@ -58,18 +70,24 @@ def training_stages(exp: Experiment, data: ExperimentData, role: str) -> list[tu
     return [("", data.train, recipe)]
 
 
-def training_counts(exp: Experiment, data: ExperimentData, runtime: Runtime, role: str) -> dict:
-    """The work (cost.CostMeter's MACs, layer calls, steps) that training the original or a
-    retrained model will count, from one forward pass of a fresh network on two images: a
+def work_per_image_and_step(exp: Experiment, data: ExperimentData, runtime: Runtime) -> tuple[float, int]:
+    """(training MACs per image, layer calls per step) of the experiment's network, as
+    cost.CostMeter counts them, from one forward pass of a fresh network on two images: a
     step's MACs grow with its batch, its layer calls do not."""
     model = runtime.prepare(network(exp, data)).train()
     images = next(iter(data.train.batches(2)))[0]
     with CostMeter().counting() as meter:
         model(images)
-    macs_per_image, calls_per_step = meter.macs / len(images), meter.calls
-    steps = sum(stage.epochs * batch_count(len(part), stage.batch_size) for _, part, stage in training_stages(exp, data, role))
-    images = sum(stage.epochs * len(part) for _, part, stage in training_stages(exp, data, role))
-    return {"macs": macs_per_image * images, "calls": calls_per_step * steps, "steps": steps}
+    return meter.macs / len(images), meter.calls
+
+
+def training_counts(exp: Experiment, data: ExperimentData, role: str, work: tuple[float, int]) -> dict:
+    """The work (MACs, layer calls, steps) that training the original or a retrained model will
+    count, from its network's `work` per image and per step (work_per_image_and_step)."""
+    stages = training_stages(exp, data, role)
+    steps = sum(stage.epochs * batch_count(len(part), stage.batch_size) for _, part, stage in stages)
+    images = sum(stage.epochs * len(part) for _, part, stage in stages)
+    return {"macs": work[0] * images, "calls": work[1] * steps, "steps": steps}
 
 
 def train_reference(exp: Experiment, data: ExperimentData, runtime: Runtime, role: str,
