@@ -3,6 +3,7 @@ retrained ones (the recipe on D_r), timed and counted, with a forecast of the ti
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from dataclasses import dataclass, replace
@@ -30,13 +31,14 @@ class Forecast:
     first_epoch_s: float = 0.0
 
 
-def network(exp: Experiment, data: ExperimentData) -> torch.nn.Module:
-    """A fresh network of the experiment, for every caller that builds one (references, runs).
-    torchvision is imported here, about 2 s, so that loading cached references, as the search's
-    own process does, never imports it."""
-    from ...network.resnet import build_model
+def network(exp: Experiment, data: ExperimentData, device: str | None = None) -> torch.nn.Module:
+    """A fresh network of the experiment, for every caller that builds one (references, runs),
+    its tensors made on `device` (default: torch's). torchvision is imported here, about 2 s, so
+    that loading cached references, as the search's own process does, never imports it."""
+    from ...network.resnet import build_model  # before the device is on: tensors made on import stay real
 
-    return build_model(exp.model, data.num_classes, data.in_channels)
+    with torch.device(device) if device else contextlib.nullcontext():
+        return build_model(exp.model, data.num_classes, data.in_channels)
 
 
 def empty_network(exp: Experiment, data: ExperimentData, runtime: Runtime) -> torch.nn.Module:
@@ -44,11 +46,7 @@ def empty_network(exp: Experiment, data: ExperimentData, runtime: Runtime) -> to
     caller that loads a state into it at once. Built on the meta device: torchvision initialises
     a full-width ResNet-18 (narrow ones are made from it), about 0.1 s of a CPU per network, and
     that would also draw from the global random state for nothing."""
-    from ...network.resnet import build_model  # imported first: tensors torchvision makes on import stay real
-
-    with torch.device("meta"):
-        model = build_model(exp.model, data.num_classes, data.in_channels)
-    return runtime.prepare(model.to_empty(device=runtime.device))
+    return runtime.prepare(network(exp, data, device="meta").to_empty(device=runtime.device))
 
 
 def loaded(exp: Experiment, data: ExperimentData, runtime: Runtime, state: dict) -> torch.nn.Module:
@@ -72,9 +70,9 @@ def training_stages(exp: Experiment, data: ExperimentData, role: str) -> list[tu
 
 def work_per_image_and_step(exp: Experiment, data: ExperimentData, runtime: Runtime) -> tuple[float, int]:
     """(training MACs per image, layer calls per step) of the experiment's network, as
-    cost.CostMeter counts them, from one forward pass of a fresh network on two images: a
-    step's MACs grow with its batch, its layer calls do not."""
-    model = runtime.prepare(network(exp, data)).train()
+    cost.CostMeter counts them, from one forward pass of a network on two images (its weights
+    do not matter: the counts are shapes): a step's MACs grow with its batch, its layer calls do not."""
+    model = empty_network(exp, data, runtime).train()
     images = next(iter(data.train.batches(2)))[0]
     with CostMeter().counting() as meter:
         model(images)
