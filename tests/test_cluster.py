@@ -93,6 +93,30 @@ def test_tasks_report_a_wait_for_missing_resources_and_their_own_errors(ray_addr
     assert time.time() - started < 30
 
 
+def test_reruns_on_a_cluster_share_one_task_only_when_they_are_too_short_to_pay_for_more(ray_address, monkeypatch):
+    """The held-out and re-seeded runs: one task per run, side by side, unless the trials say a
+    run takes so little that the tasks would cost more than running side by side saves."""
+    import tune_unlearn.search.cluster as cluster
+    from tune_unlearn.search.reruns import run_all
+
+    tasks = []
+
+    def run_tasks(task, calls, needs, timeout, on_result):  # what the tasks would return: a result per run
+        tasks.append([[run[0] for run in call[1]] for call in calls])
+        for i, call in enumerate(calls):
+            on_result(i, {run[0]: {"objective": 1.0} for run in call[1]})
+
+    monkeypatch.setattr(cluster, "run_tasks", run_tasks)
+    plan = SimpleNamespace(cpus_per_trial=1, gpus_per_trial=None)
+    todo = [("a", {}, "seed1", 0), ("b", {"lam": 1e-6}, "seed1", 0), ("c", {}, "seed2", 0)]
+    refs, experiments = {"seed1": "refs 1", "seed2": "refs 2"}, {"seed1": "exp 1", "seed2": "exp 2"}
+    for run_s, expected in ((1.0, [["a", "b", "c"]]), (cluster.TASK_START_S, [["a"], ["b"], ["c"]]),
+                            (None, [["a"], ["b"], ["c"]])):
+        results = {}
+        run_all(plan, todo, refs, experiments, False, False, 60, "the runs", results.__setitem__, run_s=run_s)
+        assert tasks.pop() == expected and set(results) == {"a", "b", "c"}, run_s
+
+
 def test_a_task_whose_process_is_lost_runs_again_then_stops_the_search_in_one_line(ray_address, tmp_path):
     """A worker that dies (as on a preempted node) is not the task's own error: the task runs
     again, at most twice, and results come as each task ends."""

@@ -105,7 +105,7 @@ def test_ensembles_are_cached_and_grow(prepared, tmp_path, monkeypatch):
     import tune_unlearn.evaluation.references.training as references
 
     trained = _count(monkeypatch, references, "train_recipe")
-    unlearned = _count(monkeypatch, ens, "run_method")
+    unlearned = _count(monkeypatch, ens, "unlearn")
     log = lambda m: None  # noqa: E731
     originals, ids = ens.reference_ensemble(prepared, tmp_path, "original", 3, log)
     retrained, _ = ens.reference_ensemble(prepared, tmp_path, "retrain", 3, log)
@@ -114,6 +114,11 @@ def test_ensembles_are_cached_and_grow(prepared, tmp_path, monkeypatch):
     assert len(trained) == 6 and len(unlearned) == 3 and originals.new == retrained.new == method.new == 3
     assert originals.matrix().shape == (3, len(prepared.data.forget))
     assert not np.allclose(retrained.confs[0], retrained.confs[1])  # different training seeds
+    # an ensemble's model is the one `run` makes with that seed: only the run's evaluation is skipped
+    from tune_unlearn.pipeline import run_method
+
+    same = ens.model_outputs(prepared, run_method(prepared, run.method, run.hparams, run.weights, seed=1).model)
+    assert np.array_equal(same["conf"].numpy(), method.confs[1]) and same["test_acc"] == method.test_acc[1]
 
     again = ens.unlearned_ensemble(prepared, tmp_path, run, "finetune", 3, ids[0], log)
     assert len(unlearned) == 3 and again.new == 0 and np.array_equal(again.matrix(), method.matrix())

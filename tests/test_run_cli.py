@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,8 +24,12 @@ def run(capsys, *args):
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("run-cache"))
+def cache(tmp_path_factory, prepared, session_cache):
+    """A cache without models, with the cost model's calibration that `prepared` made on this
+    machine, as a machine that calibrated before has it (a calibration costs seconds of a core)."""
+    path = tmp_path_factory.mktemp("run-cache")
+    shutil.copytree(session_cache / "calibration", path / "calibration")
+    return str(path)
 
 
 @pytest.mark.train

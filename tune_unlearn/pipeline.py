@@ -173,17 +173,11 @@ def run_method(prepared: Prepared, method: str | Method, hparams: dict, weights:
             on_report(EpochReport(phase, epoch + 1, logs, metrics, comps, value))
             model.train(was_training)
 
-    def new_model() -> nn.Module:
-        return runtime.prepare(network(exp, data))
-
-    ctx = Context(runtime, exp.train.batch_size, exp.eval.batch_size, exp.train, new_model, epoch_end)
-    view = UnlearnData(data.retain, data.forget, data.train, data.num_classes)
-    seed_everything(seed)
     # The method's epochs (a bar on a terminal; in Ray workers and logs a line at most every 30 s)
     bar = Progress(f"{method.name} (seed {seed})", None, "epoch", leave=False)
     clock.start()
     try:
-        stats = method.unlearn(model, view, dict(hparams), ctx)
+        stats = unlearn(prepared, method, hparams, seed, model, epoch_end)
     finally:
         clock.stop()
         bar.close()
@@ -192,4 +186,23 @@ def run_method(prepared: Prepared, method: str | Method, hparams: dict, weights:
     test_comps, test_value = score(final["test"], reference["test"], weights, example)
     return RunResult(method.name, exp.name, dict(hparams), final["val"], reference["val"], refs.baseline("val"),
                      value, comps, final["test"], reference["test"], refs.baseline("test"), test_value, test_comps,
-                     stats or {}, history, runtime.describe(), model)
+                     stats, history, runtime.describe(), model)
+
+
+def unlearn(prepared: Prepared, method: str | Method, hparams: dict, seed: int, model: nn.Module,
+            epoch_end: Callable[[str, int, dict, bool], None] | None = None) -> dict:
+    """`method` unlearns `model` (a copy of the original, prepared.model()) in place with the
+    resolved `hparams`, seeded with `seed`; returns the method's stats. The unlearning alone:
+    run_method times, counts and evaluates it, and a per-example ensemble, which needs only the
+    model's outputs, skips that evaluation of every split."""
+    method = get_method(method) if isinstance(method, str) else method
+    exp, data, runtime = prepared.experiment, prepared.data, prepared.runtime
+
+    def new_model() -> nn.Module:
+        return runtime.prepare(network(exp, data))
+
+    ctx = Context(runtime, exp.train.batch_size, exp.eval.batch_size, exp.train, new_model,
+                  epoch_end or (lambda *args: None))
+    view = UnlearnData(data.retain, data.forget, data.train, data.num_classes)
+    seed_everything(seed)
+    return method.unlearn(model, view, dict(hparams), ctx) or {}

@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..pipeline import Prepared, run_method
+from ..pipeline import Prepared, unlearn
 from ..files import atomic_write
 from ..evaluation.references import ReferenceCache, digest, forget_key
 from ..run_config import ResolvedRun
@@ -140,9 +140,9 @@ def unlearned_ensemble(prepared: Prepared, cache_dir: str | Path, run: ResolvedR
         entry = outputs.load(where)
         if entry is None:
             try:
-                result = run_method(prepared, run.method, run.hparams, run.weights, seed=seed)
-                entry = model_outputs(prepared, result.model)
-                entry["time_s"] = result.test_metrics["time_s"]
+                model = prepared.model()
+                unlearn(prepared, run.method, run.hparams, seed, model)
+                entry = model_outputs(prepared, model)
             except Diverged as exc:
                 entry = {"diverged": str(exc)}
             outputs.save(where, entry)

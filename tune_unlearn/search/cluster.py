@@ -31,6 +31,13 @@ class Node:
         return f"{self.address}: {self.cpus:g} CPU{gpus}"
 
 
+# What a task costs before it works, on top of the work it takes over: a process that imports
+# torch, scikit-learn and this package, about 5.5 s of a core on the 2-core development machine
+# (docs/install.md), more while it shares the cores with other tasks starting. Tasks side by
+# side are worth it only where they save more than that.
+TASK_START_S = 10.0
+
+
 def alive_nodes(nodes: list[dict] | None = None) -> list[Node]:
     """The cluster's live nodes (`nodes`: ray.nodes(), read now when None)."""
     if nodes is None:

@@ -27,7 +27,7 @@ from ..evaluation.objective import aggregate
 from ..evaluation.references import digest
 from ..files import atomic_write_text
 from .plan import Plan
-from .reruns import hparams_of, run_all
+from .reruns import hparams_of, run_all, run_seconds
 from .results import HOLDOUT_FILE, RunRecord
 
 
@@ -78,7 +78,7 @@ def run_holdout(plan: Plan, record: RunRecord, references: dict, gpu: bool, loca
         print(f"held-out requests {', '.join(labels)}: running the {len(configs) - 1} best configurations and the "
               f"defaults ({len(todo)} runs; test split)", flush=True)
         run_all(plan, todo, references, dict(plan.holdout_experiments()), gpu, local, timeout, "the held-out runs",
-                on_result=lambda key, result: (results.__setitem__(key, result), write()))
+                on_result=lambda key, result: (results.__setitem__(key, result), write()), run_s=run_seconds(record))
     return write()
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import UserError
 from ..files import atomic_write
-from .cluster import Node, remote_task, run_tasks, task_cpus
+from .cluster import TASK_START_S, Node, remote_task, run_tasks, task_cpus
 from .plan import Plan
 
 if TYPE_CHECKING:  # torch: imported where the references are made, not by the command line
@@ -96,12 +96,6 @@ def prepare_references(plan: Plan, nodes: list[Node], gpu: bool, download: bool,
     needs = f"a reference task ({cpus} CPU{' + 1 GPU' if gpu else ''})"
     parts = run_tasks(task, [(plan, download, requests, cpus, original) for requests in work], needs, timeout)
     return combined_references(plan, parts)
-
-
-# What a reference task costs before it trains, on top of the training it takes over: a process
-# that imports torch, scikit-learn and this package, about 5.5 s of a core on the 2-core development
-# machine (docs/install.md), more while it shares the cores with the other tasks starting.
-TASK_START_S = 10.0
 
 
 def parallel_training_pays(plan: Plan, groups: list, download: bool) -> bool:

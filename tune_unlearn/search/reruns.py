@@ -5,15 +5,19 @@ these runs: they start after Tune has finished.
 Each run uses the references the driver holds (label -> References for trials), never a
 node's cache. On a local machine without a GPU the runs happen in the search's process (a Ray
 task would import torch and load the data again); on a GPU or a cluster, each in a Ray task of a
-trial's size, side by side as far as the resources allow, their results written as each ends.
+trial's size, side by side as far as the resources allow, their results written as each ends;
+runs so short that side by side they would save less than starting a task costs
+(cluster.TASK_START_S, judged by the trials' duration) share one task instead.
 """
 
 from __future__ import annotations
 
+import statistics
 from typing import Callable
 
 from ..errors import Diverged
 from .plan import Plan
+from .results import RunRecord
 
 # A run's test-split numbers kept beside its objectives
 KEPT_METRICS = ("retain_acc", "forget_acc", "forget_true_acc", "test_acc", "forget_test_acc", "asr", "mia", "cost", "macs",
@@ -59,10 +63,16 @@ def runs_here(plan: Plan, todo: list[Run], references: dict, experiments: dict,
     return out
 
 
+def run_seconds(record: RunRecord) -> float | None:
+    """How long one run of one request takes: the search's finished trials' mean (None before any)."""
+    timed = [t.result for t in record.finished if "trial_time_s" in t.result]
+    return statistics.fmean(r["trial_time_s"] / r.get("requests", 1) for r in timed) if timed else None
+
+
 def run_all(plan: Plan, todo: list[Run], references: dict, experiments: dict, gpu: bool, local: bool, timeout: float,
-            what: str, on_result: Callable[[str, dict], None]) -> None:
+            what: str, on_result: Callable[[str, dict], None], run_s: float | None = None) -> None:
     """Run `todo` here or as Ray tasks (see the module's note); `on_result` gets every result
-    as it comes."""
+    as it comes. `run_s`: how long one run takes (run_seconds), None where unknown."""
     needed = {label for _, _, label, _ in todo}
     references = {label: references[label] for label in needed}
     experiments = {label: experiments[label] for label in needed}
@@ -71,16 +81,21 @@ def run_all(plan: Plan, todo: list[Run], references: dict, experiments: dict, gp
         return
     import ray
 
-    from .cluster import remote_task, run_tasks
+    from .cluster import TASK_START_S, remote_task, run_tasks
 
     # One task per run, each the size of a trial, so that they share the GPUs as trials do; each
-    # request's references go to the object store once, not with every task.
-    shared = {label: ray.put({label: references[label]}) for label in needed}
+    # request's references go to the object store once, not with every task. Short runs: one
+    # task for all, one after the other.
     cpus, gpus = plan.cpus_per_trial, (plan.gpus_per_trial or 0.0) if gpu else 0.0
     task = remote_task(rerun_task, num_cpus=cpus, num_gpus=gpus)
-    calls = [(plan, [run], shared[run[2]], {run[2]: experiments[run[2]]}) for run in todo]
-    run_tasks(task, calls, f"{what} ({cpus:g} CPU{f' + {gpus:g} GPU' if gpus else ''} each)", timeout,
-              on_result=lambda i, done: on_result(todo[i][0], done[todo[i][0]]))
+    if run_s is not None and (len(todo) - 1) * run_s <= TASK_START_S:
+        calls = [(plan, todo, ray.put(references), experiments)]
+        needs = f"{what} (one task of {cpus:g} CPU{f' + {gpus:g} GPU' if gpus else ''}: about {run_s:.0f} s each)"
+    else:
+        shared = {label: ray.put({label: references[label]}) for label in needed}
+        calls = [(plan, [run], shared[run[2]], {run[2]: experiments[run[2]]}) for run in todo]
+        needs = f"{what} ({cpus:g} CPU{f' + {gpus:g} GPU' if gpus else ''} each)"
+    run_tasks(task, calls, needs, timeout, on_result=lambda i, done: [on_result(key, done[key]) for key in done])
 
 
 def rerun_task(plan: Plan, todo: list[Run], references: dict, experiments: dict) -> dict:

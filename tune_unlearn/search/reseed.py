@@ -23,7 +23,7 @@ from ..evaluation.objective import aggregate
 from ..evaluation.references import digest
 from ..files import atomic_write_text
 from .plan import Plan
-from .reruns import hparams_of, run_all
+from .reruns import hparams_of, run_all, run_seconds
 from .results import RESEED_FILE, RunRecord
 
 
@@ -53,7 +53,7 @@ def run_reseeds(plan: Plan, record: RunRecord, references: dict, gpu: bool, loca
         print(f"the {len(top)} best configurations again with unlearning seeds 1..{plan.reseeds - 1} ({len(todo)} runs; "
               "the best is chosen on the mean over seeds)", flush=True)
         run_all(plan, todo, references, dict(plan.tuning_experiments()), gpu, local, timeout, "the re-seeded runs",
-                on_result=lambda key, result: (results.__setitem__(key, result), write()))
+                on_result=lambda key, result: (results.__setitem__(key, result), write()), run_s=run_seconds(record))
     return write()
 
 
