@@ -329,6 +329,14 @@ def forget_in_tune_state(run_dir, trial_id):
     for path in run_dir.glob("search_gen_state-*.json"):
         state = cloudpickle.loads(path.read_bytes())
         state["counter"] -= 1
+        # Tune's concurrency limit (--max-concurrent) keeps the trials it let start: a state saved
+        # before the trial existed does not hold it (left there, the resume would wait for ever for
+        # a trial Tune does not know, as it did when the interruption came before Tune had
+        # processed the trial's end)
+        limiter = state.get("name:ConcurrencyLimiter")
+        if limiter and trial_id in limiter["live_trials"]:
+            limiter["live_trials"].discard(trial_id)
+            limiter["num_unfinished_live_trials"] -= 1
         path.write_bytes(cloudpickle.dumps(state))
     for path in run_dir.glob("searcher-state-*.pkl"):
         state = pickle.loads(path.read_bytes())

@@ -28,10 +28,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedShuffleSplit, cross_val_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from ..data.load import ExperimentData
@@ -71,6 +67,12 @@ def member_rate(retain: np.ndarray, test: np.ndarray, forget: np.ndarray, seed: 
     wrong: a model that predicts a mislabeled sample's true class confidently has a high loss
     (unseen) but a confident, low-entropy output (seen), and retain and held-out samples, nearly
     all classified correctly, do not tell the attack which to believe."""
+    # scikit-learn (a second of a core to import) where an attack is fitted: a search's driver on
+    # a cluster imports this module with the references and never fits one
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     rng = np.random.default_rng(seed)
     members = retain[_balanced(rng, len(retain), len(test))]
     x = np.concatenate([members, test]).reshape(-1, 1)
@@ -85,6 +87,9 @@ def forget_test_attack(forget_loss: np.ndarray, test_loss: np.ndarray, seed: int
     cross-validated accuracy (%) of a logistic regression on losses telling forget from
     held-out samples, on balanced sets; 10 stratified shuffle splits with sklearn's default
     test size (10%), as in the kit. None if there are too few."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedShuffleSplit, cross_val_score
+
     rng = np.random.default_rng(seed)
     n = min(len(forget_loss), len(test_loss))
     if n < 10:
