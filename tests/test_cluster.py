@@ -309,6 +309,11 @@ def test_on_an_autoscaling_cluster_the_search_asks_for_nodes_runs_on_them_and_su
                and len(list(run_dir.glob("trial_*/params.json"))) >= 3):
         assert proc.poll() is None and time.time() < deadline, "".join(lines)[-6000:]
         time.sleep(0.05)
+    # Past the start of the third trial, Tune's reset of the reused actor (milliseconds): a node
+    # lost during that reset failed the trial twice in Ray Tune 2.60 (once in about ten runs: the
+    # first failure requeues it, the dead actor's second then errors the queued trial), so it
+    # did not run again (docs/cluster.md); the trial's seconds of training lie ahead
+    time.sleep(0.3)
     first, before = first[0], first[0].read_bytes()
     node = json.loads(before)["node_id"]
     # the node goes as a preempted VM does: its raylet and every process it started (the trial actor)
