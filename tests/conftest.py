@@ -116,6 +116,14 @@ def prepared(tiny_experiment, runtime, session_cache):
     return prepare(tiny_experiment, runtime, session_cache, log=lambda message: None)
 
 
+def cache_with_calibration(session_cache: Path, cache: Path) -> Path:
+    """`cache`, a model cache without models, holding the cost model's calibration that the
+    session's `prepared` made on this machine (the caller asks for `prepared`), as a machine that
+    calibrated before has it: measuring it again costs seconds of a core."""
+    shutil.copytree(session_cache / "calibration", cache / "calibration")
+    return cache
+
+
 @pytest.fixture(scope="session")
 def ray_address():
     """One local Ray session for every test that runs Tune (ray.init costs seconds)."""

@@ -2,13 +2,14 @@
 experiments and search spaces, and runs from any folder without the clone."""
 
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 import pytest
+
+from conftest import cache_with_calibration
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -56,9 +57,7 @@ def test_the_wheel_holds_the_package_alone_with_its_yaml_files(installed):
 @pytest.mark.ray
 def test_the_installed_package_lists_and_searches_from_another_folder(installed, tmp_path, prepared, session_cache):
     _, target = installed
-    # a cache without models, with the cost model's calibration that `prepared` made on this
-    # machine (seconds of a core), as a machine that calibrated before has it
-    shutil.copytree(session_cache / "calibration", tmp_path / "cache" / "calibration")
+    cache_with_calibration(session_cache, tmp_path / "cache")
     out = run_installed(target, tmp_path, "-c", "import tune_unlearn; print(tune_unlearn.__file__)")
     assert out.stdout.strip().startswith(str(target)), out.stderr  # not the checkout
     listed = run_installed(target, tmp_path, "-m", "tune_unlearn", "run", "--list")

@@ -2,21 +2,20 @@
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import cache_with_calibration
+
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.train
 def test_the_documented_run_example_runs(tmp_path, prepared, session_cache):
-    # the cost model's calibration that `prepared` made on this machine (seconds of a core), as
-    # a machine that calibrated before has it; the models are trained as written
-    shutil.copytree(session_cache / "calibration", tmp_path / "cache" / "calibration")
+    cache_with_calibration(session_cache, tmp_path / "cache")  # the models are trained as written
     text = (REPO / "docs" / "python-api.md").read_text()
     example = re.findall(r"```python\n(.*?)```", text, re.S)[0]
     # a bare environment, but the suite's thread count (one under pytest-xdist: conftest.py)

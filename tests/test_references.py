@@ -156,13 +156,12 @@ def test_a_local_search_trains_its_requests_in_parallel_tasks_only_when_that_pay
                                                                                   monkeypatch):
     """Tasks save at most the training of all request groups but the longest, and each starts a
     process that imports torch: a tiny network's requests train here, one after the other."""
-    from conftest import search_args, space_file
+    from conftest import cache_with_calibration, search_args, space_file
     from tune_unlearn.commands.search import parse_options
     import tune_unlearn.search.references as references
     from tune_unlearn.search.plan import make_plan
 
-    cache = tmp_path / "cache"
-    shutil.copytree(session_cache / "calibration", cache / "calibration")  # as `prepared` calibrated this machine
+    cache = cache_with_calibration(session_cache, tmp_path / "cache")
     plan = make_plan(parse_options(["--space", space_file(tmp_path), *search_args(
         tmp_path, cache, "two", "--requests", "seed=0", "seed=1", experiment="digits_mislabeled")]))
     groups = references.request_groups(plan)

@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_ARGS
+from conftest import TINY_ARGS, cache_with_calibration
 from tune_unlearn.commands.run import main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -25,11 +24,7 @@ def run(capsys, *args):
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory, prepared, session_cache):
-    """A cache without models, with the cost model's calibration that `prepared` made on this
-    machine, as a machine that calibrated before has it (a calibration costs seconds of a core)."""
-    path = tmp_path_factory.mktemp("run-cache")
-    shutil.copytree(session_cache / "calibration", path / "calibration")
-    return str(path)
+    return str(cache_with_calibration(session_cache, tmp_path_factory.mktemp("run-cache")))
 
 
 @pytest.mark.train

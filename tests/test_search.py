@@ -18,7 +18,7 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
-from conftest import search_args, space_file
+from conftest import cache_with_calibration, search_args, space_file
 from tune_unlearn.commands import search
 from tune_unlearn.errors import UserError
 from tune_unlearn.search.results import load_run
@@ -463,10 +463,8 @@ def test_a_search_over_two_requests_holds_one_out_and_reports_it_beside_tuning(r
     they did there. Every request's references are trained once, before the trials. MLflow gets
     every trial's run, with a metric history per evaluated epoch (--report-every-epoch)."""
     mlflow = pytest.importorskip("mlflow")
-    # Its own cache: every reference below is made by this search. The cost model's calibration
-    # (which `prepared` made on this machine) is copied, as a machine that calibrated before has it.
-    cache = tmp_path / "cache"
-    shutil.copytree(session_cache / "calibration", cache / "calibration")
+    # Its own cache: every reference below is made by this search
+    cache = cache_with_calibration(session_cache, tmp_path / "cache")
     path = space_file(tmp_path, num_samples=2)
     args = ["--space", path, *search_args(tmp_path, cache, "req", "--requests", "seed=0", "seed=1", "--holdout", "seed=2",
                                           "--holdout-top", "1", "--mlflow", "--report-every-epoch",

@@ -65,7 +65,7 @@ def runs_here(plan: Plan, todo: list[Run], references: dict, experiments: dict,
 
 def run_seconds(record: RunRecord) -> float | None:
     """How long one run of one request takes: the search's finished trials' mean (None before any)."""
-    timed = [t.result for t in record.finished if "trial_time_s" in t.result]
+    timed = record.timed
     return statistics.fmean(r["trial_time_s"] / r.get("requests", 1) for r in timed) if timed else None
 
 
@@ -87,14 +87,15 @@ def run_all(plan: Plan, todo: list[Run], references: dict, experiments: dict, gp
     # request's references go to the object store once, not with every task. Short runs: one
     # task for all, one after the other.
     cpus, gpus = plan.cpus_per_trial, (plan.gpus_per_trial or 0.0) if gpu else 0.0
+    size = f"{cpus:g} CPU{f' + {gpus:g} GPU' if gpus else ''}"
     task = remote_task(rerun_task, num_cpus=cpus, num_gpus=gpus)
     if run_s is not None and (len(todo) - 1) * run_s <= TASK_START_S:
         calls = [(plan, todo, ray.put(references), experiments)]
-        needs = f"{what} (one task of {cpus:g} CPU{f' + {gpus:g} GPU' if gpus else ''}: about {run_s:.0f} s each)"
+        needs = f"{what} (one task of {size}: about {run_s:.0f} s each)"
     else:
         shared = {label: ray.put({label: references[label]}) for label in needed}
         calls = [(plan, [run], shared[run[2]], {run[2]: experiments[run[2]]}) for run in todo]
-        needs = f"{what} ({cpus:g} CPU{f' + {gpus:g} GPU' if gpus else ''} each)"
+        needs = f"{what} ({size} each)"
     run_tasks(task, calls, needs, timeout, on_result=lambda i, done: [on_result(key, done[key]) for key in done])
 
 

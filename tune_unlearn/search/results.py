@@ -57,6 +57,11 @@ class RunRecord:
         return [t for t in self.trials if t.finished]
 
     @property
+    def timed(self) -> list[dict]:
+        """The results of the finished trials that recorded their duration (`trial_time_s`)."""
+        return [t.result for t in self.finished if "trial_time_s" in t.result]
+
+    @property
     def interrupted(self) -> bool:
         done = [t for t in self.trials if t.status in ("TERMINATED", "EARLY_STOPPED", "ERROR")]
         return len(done) < self.search["num_samples"]

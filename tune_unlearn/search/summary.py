@@ -161,7 +161,7 @@ def summary(record: RunRecord, run_dir: Path, top: int = 5, started: float | Non
         wall_s = time.time() - started
         now = [t for t in record.finished if (t.result.get("timestamp") or 0) >= started]
         lines[0] += f"; {len(now)} of them in this session's {wall_s:.0f} s: {3600 * len(now) / wall_s:.0f} trials/hour"
-    timed = [t.result for t in record.finished if "trial_time_s" in t.result]
+    timed = record.timed
     if timed:
         overhead = [r["trial_time_s"] - r["time_s"] * r.get("requests", 1) for r in timed]  # time_s: per request
         trial_s = [r["trial_time_s"] for r in timed]
