@@ -79,6 +79,12 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group("searches"))
         elif "two_nodes" in item.fixturenames:
             item.add_marker(pytest.mark.xdist_group("two_nodes"))
+    # The costliest tiers first, the fast one last (longest first): each test process takes the
+    # next test as it finishes one, and the many short tests at the end keep both busy while the
+    # other runs its last long one (a long test taken last leaves the other process idle for its length).
+    costliest = ("cluster", "ray", "train")
+    items.sort(key=lambda item: next((i for i, tier in enumerate(costliest) if item.get_closest_marker(tier)),
+                                     len(costliest)))
 
 
 TINY = {"model.width": 4, "train.epochs": 2, "eval.batch_size": 512}
@@ -107,7 +113,22 @@ def tiny_experiment():
 
 @pytest.fixture(scope="session")
 def session_cache(tmp_path_factory):
+    """The session's model cache. Under pytest-xdist the two test processes share one, in the
+    folder above their own: a model or calibration that one made, the other reuses instead of
+    making it again (seconds of a core each; the cache writes every file atomically, so a
+    model both train at once is only trained twice). A test that deletes from a cache copies it
+    first, with copy_cache."""
+    if XDIST_WORKER:
+        shared = tmp_path_factory.getbasetemp().parent / "session-cache"
+        shared.mkdir(exist_ok=True)
+        return shared
     return tmp_path_factory.mktemp("cache")
+
+
+def copy_cache(session_cache: Path, cache: Path) -> Path:
+    """A copy of the session's cache at `cache`, without the half-written files (atomic_write's
+    temporary ones) of what the other test process is writing into it meanwhile."""
+    return Path(shutil.copytree(session_cache, cache, ignore=shutil.ignore_patterns(".*.tmp")))
 
 
 @pytest.fixture(scope="session")
@@ -120,7 +141,7 @@ def cache_with_calibration(session_cache: Path, cache: Path) -> Path:
     """`cache`, a model cache without models, holding the cost model's calibration that the
     session's `prepared` made on this machine (the caller asks for `prepared`), as a machine that
     calibrated before has it: measuring it again costs seconds of a core."""
-    shutil.copytree(session_cache / "calibration", cache / "calibration")
+    copy_cache(session_cache / "calibration", cache / "calibration")
     return cache
 
 

@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import BIN, free_port, head_env, head_process, processes_with, search_args, space_file
+from conftest import BIN, copy_cache, free_port, head_env, head_process, processes_with, search_args, space_file
 from tune_unlearn.errors import UserError
 from tune_unlearn.search.cluster import (Node, alive_nodes, concurrency, nodes_that_work, remote_task, run_tasks,
                                         task_cpus)
@@ -279,7 +279,7 @@ def test_on_an_autoscaling_cluster_the_search_asks_for_nodes_runs_on_them_and_su
     costs this suite about a minute of a core.)"""
     env = {**autoscaling_head.env, "PYTHONPATH": str(REPO)}
     cache = tmp_path / "cache"
-    shutil.copytree(session_cache, cache)
+    copy_cache(session_cache, cache)
     storage = tmp_path / "shared runs"
     # Trials of several seconds (small fine-tuning batches), so that one runs on the node when it goes
     path = space_file(tmp_path, num_samples=4, params={"decay": {"type": "uniform", "low": 0.0, "high": 0.9}},

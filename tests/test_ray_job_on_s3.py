@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, free_port, head_env, head_process, processes_with, search_args, space_file
+from conftest import BIN, copy_cache, free_port, head_env, head_process, processes_with, search_args, space_file
 
 pytest.importorskip("moto")
 
@@ -103,17 +103,19 @@ def test_a_search_submitted_as_a_ray_job_to_s3_survives_its_driver_and_a_resubmi
     url, env = job_head
     uri, fs, root = bucket
     cache = tmp_path / "models"
-    shutil.copytree(session_cache, cache)
+    copy_cache(session_cache, cache)
     space = space_file(tmp_path, num_samples=4, fixed={"mask_epochs": 1})
     # The job's processes get the bucket's credentials and their cache folder from the job's
     # runtime environment, as a user's would; absolute paths (inside a job a relative path lands
     # in the job's unpacked copy of the working folder); the bucket, not search_args' folder, is
-    # the storage path (the last --storage-path given)
+    # the storage path (the last --storage-path given). The requests are the benchmark test's, whose
+    # models the session's cache holds once that test has run.
     job_env = {**CREDENTIALS, "TUNE_UNLEARN_CACHE": os.environ["TUNE_UNLEARN_CACHE"]}
     submit = [str(BIN / "ray"), "job", "submit", "--address", url, "--working-dir", str(REPO),
               "--runtime-env-json", json.dumps({"env_vars": job_env}), "--",
               "tune-unlearn", "search", "--space", space,
-              *search_args(tmp_path, cache, "cloud", "--holdout", "seed=1", "--holdout-top", "1"), "--storage-path", uri]
+              *search_args(tmp_path, cache, "cloud", "--holdout", "seed=1", "--holdout-top", "1",
+                          experiment="digits_mislabeled"), "--storage-path", uri]
     first = subprocess.Popen(submit, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 240
     while sum(p.endswith("final_result.json") for p in remote_files(fs, f"{root}/cloud")) < 2:

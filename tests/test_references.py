@@ -1,10 +1,10 @@
 import math
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import copy_cache
 from tune_unlearn.errors import UserError
 from tune_unlearn.pipeline import prepare
 from tune_unlearn.files import atomic_write
@@ -32,7 +32,7 @@ ALL_CACHED = {role: "cached" for role in ALL_TRAINED}
 def filled_cache(prepared, session_cache, tmp_path):
     """A copy of the session's cache with the tiny experiment's references (trained once) as its
     only models: the session's other tests leave models of other forget seeds and experiments."""
-    cache = shutil.copytree(session_cache, tmp_path / "cache")
+    cache = copy_cache(session_cache, tmp_path / "cache")
     ours = {Path(path).name for path in prepared.refs.paths.values()}
     for model in cache.rglob("*.pt"):
         if model.name not in ours:

@@ -18,7 +18,7 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
-from conftest import cache_with_calibration, search_args, space_file
+from conftest import cache_with_calibration, copy_cache, search_args, space_file
 from tune_unlearn.commands import search
 from tune_unlearn.errors import UserError
 from tune_unlearn.search.results import load_run
@@ -361,7 +361,7 @@ def test_resume_after_ctrl_c_runs_no_trial_twice(ray_address, tmp_path, session_
     space = space_file(tmp_path, num_samples=5)
     run_dir = tmp_path / "runs" / "resume"
     cache = tmp_path / "cache"
-    shutil.copytree(session_cache, cache)
+    copy_cache(session_cache, cache)
     database = f"sqlite:///{tmp_path / 'server.db'}"
     sampler = ["--sampler", "gp", "--seed", "3", "--optuna-storage", database]
     args = ["--space", space, *sampler, *search_args(tmp_path, cache, "resume")]
