@@ -181,6 +181,7 @@ def test_a_reference_task_gets_the_original_checkpoint_from_the_driver(prepared,
     [answer] = part["requests"].values()
     assert answer["status"]["original"] == "checkpoint" and answer["paths"]["original"] != str(checkpoint)
     assert Path(answer["paths"]["original"]).read_bytes() == checkpoint.read_bytes()
+    assert "tune_unlearn" not in Path(answer["paths"]["original"]).parts  # a folder that would shadow the package
     state = answer["for_trials"].original_state
     assert all(torch.equal(state[k], v) for k, v in prepared.refs.original_state.items())
     assert answer["for_trials"].retrain_states == []  # trials never need the retrained weights

@@ -282,9 +282,12 @@ def test_bad_input_stops_before_ray_starts(tmp_path, capsys, monkeypatch):
 
 def test_a_ray_address_where_no_cluster_answers_is_refused_in_one_line_at_once(tmp_path, capsys, monkeypatch):
     """Nothing listening at --address: refused before ray.init, which would wait about 20 s and
-    end in a traceback; something listening that is no cluster to join: ray.init's
-    ConnectionError, said in one line."""
+    end in a traceback; a server that is no gRPC server (the dashboard's port given for the
+    GCS's): refused before ray.init, which would retry for minutes; a gRPC server that is no
+    cluster to join: ray.init's ConnectionError, said in one line."""
+    import http.server
     import socket
+    import threading
 
     import ray
 
@@ -302,7 +305,24 @@ def test_a_ray_address_where_no_cluster_answers_is_refused_in_one_line_at_once(t
     assert time.time() - started < 10 and err.count("\n") == 1, err
     assert err.startswith(f"error: Ray address 127.0.0.1:{port} (--address or $RAY_ADDRESS): no Ray cluster answers there (")
 
+    quiet = type("Quiet", (http.server.BaseHTTPRequestHandler,), {"log_message": lambda *args: None})
+    web = http.server.HTTPServer(("127.0.0.1", 0), quiet)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    try:
+        address = "127.0.0.1:%d" % web.server_address[1]
+        started = time.time()
+        assert search.main([*args, "--address", address]) == 2
+    finally:
+        web.shutdown()
+    err = capsys.readouterr().err
+    assert time.time() - started < 10 and err.count("\n") == 1, err
+    assert err.startswith(f"error: Ray address {address} (--address or $RAY_ADDRESS): something answers there, but "
+                          "not a Ray cluster's GCS, which speaks gRPC (it said ") and "not the dashboard's (8265)" in err
+
+    asked = []
+
     def refused(*args, **kwargs):
+        asked.append(kwargs)
         raise ConnectionError("Could not connect to the GCS at that address.\n(details Ray logs)")
 
     monkeypatch.setattr(ray, "init", refused)
@@ -310,10 +330,23 @@ def test_a_ray_address_where_no_cluster_answers_is_refused_in_one_line_at_once(t
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         address = "127.0.0.1:%d" % listener.getsockname()[1]
+
+        def answer_as_grpc():  # the first thing a gRPC server sends: an (empty) SETTINGS frame
+            connection, _ = listener.accept()
+            with connection:
+                connection.sendall(bytes.fromhex("000000040000000000"))
+                connection.recv(64)
+
+        threading.Thread(target=answer_as_grpc, daemon=True).start()
         assert search.main([*args, "--address", address]) == 2
     err = capsys.readouterr().err
     assert err == (f"error: Ray address {address} (--address or $RAY_ADDRESS): could not join the cluster there: "
                    "Could not connect to the GCS at that address.\n")
+    # the package's folder goes to the cluster's workers (found from the module, not from
+    # tune_unlearn.__file__, which a `tune_unlearn` folder in the working directory can empty)
+    import tune_unlearn.search
+
+    assert asked[0]["runtime_env"]["py_modules"] == [str(Path(tune_unlearn.search.__file__).resolve().parent.parent)]
 
 
 def forget_in_tune_state(run_dir, trial_id):

@@ -129,7 +129,9 @@ def reference_task(plan: Plan, download: bool, requests: list, cpus: int, origin
     limit_threads(cpus)
     if original is not None:
         name, blob = original
-        folder = Path(tempfile.gettempdir()) / "tune_unlearn" / f"original-{hashlib.sha256(blob).hexdigest()[:16]}"
+        # not a folder named tune_unlearn: in a command's working directory it would shadow an
+        # editable install of the package
+        folder = Path(tempfile.gettempdir()) / "tune-unlearn" / f"original-{hashlib.sha256(blob).hexdigest()[:16]}"
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write(folder / name, lambda tmp: Path(tmp).write_bytes(blob))
         plan = dataclasses.replace(plan, original=str(folder / name))

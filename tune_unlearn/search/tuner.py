@@ -35,22 +35,45 @@ def unshipped_package(method_name: str) -> str | None:
     return None if {"site-packages", "dist-packages"} & set(folder.parts) else str(folder)
 
 
+# What a gRPC client sends first (RFC 9113, 3.4): the connection preface and an empty SETTINGS
+# frame (length 0, type 4, no flags, stream 0). A gRPC server, as a Ray cluster's GCS is, answers
+# with a SETTINGS frame of its own.
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes.fromhex("000000040000000000")
+
+
 def check_reachable(address: str) -> None:
-    """A UserError at once where nothing takes a connection at a HOST:PORT address: ray.init
-    would wait for the GCS about 20 s and then end with a traceback. ("auto" and addresses Ray
-    reads elsewhere are left to ray.init.)"""
+    """A UserError at once where no Ray cluster's GCS answers at a HOST:PORT address: where
+    nothing takes a connection, ray.init would wait about 20 s and end with a traceback; where
+    something else answers (the dashboard's port given for the GCS's), it would retry for
+    minutes. ("auto", addresses Ray reads elsewhere and clusters with TLS are left to ray.init.)"""
     import socket
 
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
         return
+    where = f"Ray address {address} (--address or $RAY_ADDRESS)"
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+        connection = socket.create_connection((host.strip("[]"), int(port)), timeout=5)
     except OSError as error:
-        raise UserError(f"Ray address {address} (--address or $RAY_ADDRESS): no Ray cluster answers there "
-                        f"({error.strerror or error}); start one "
+        raise UserError(f"{where}: no Ray cluster answers there ({error.strerror or error}); start one "
                         "with `ray start --head`, or give the address `ray start` printed (or auto on one of its "
                         "nodes)") from None
+    if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):  # Ray's switch: the GCS wants TLS first
+        connection.close()
+        return
+    reply = b""
+    with connection:
+        try:
+            connection.sendall(HTTP2_PREFACE)
+            while len(reply) < 9 and (chunk := connection.recv(9 - len(reply))):
+                reply += chunk
+        except OSError:  # reset, or nothing said within the timeout
+            pass
+    if len(reply) < 9 or reply[3] != 4:
+        said = reply.decode("ascii", "replace").splitlines()[0].strip() if reply.strip() else ""
+        raise UserError(f"{where}: something answers there, but not a Ray cluster's GCS, which speaks gRPC"
+                        f"{f' (it said {said[:40]!r})' if said else ''}; give the address `ray start --head` "
+                        "printed (the GCS's port, 6379 unless --port said otherwise), not the dashboard's (8265)")
 
 
 def start_ray(address: str | None, dashboard: bool, method: str) -> dict:
@@ -61,10 +84,10 @@ def start_ray(address: str | None, dashboard: bool, method: str) -> dict:
     if address:
         check_reachable(address)
         # Ship this package (and a method from outside it) to the cluster's workers, so every
-        # node runs the driver's code.
-        import tune_unlearn
-
-        modules = [str(Path(tune_unlearn.__file__).parent), unshipped_package(method)]
+        # node runs the driver's code. Its folder is this module's grandparent, not
+        # tune_unlearn.__file__, which is None where a `tune_unlearn` folder in the working
+        # directory shadows an editable install (a namespace package).
+        modules = [str(Path(__file__).resolve().parents[1]), unshipped_package(method)]
         kwargs["runtime_env"] = {"py_modules": [m for m in modules if m]}
     else:  # a running cluster was started with its own dashboard settings
         kwargs["include_dashboard"] = dashboard
