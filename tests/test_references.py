@@ -1,4 +1,5 @@
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -169,3 +170,38 @@ def test_a_local_search_trains_its_requests_in_parallel_tasks_only_when_that_pay
     monkeypatch.setattr(references, "TASK_START_S", 0.0)  # were starting a task free, they would pay
     assert references.parallel_training_pays(plan, groups, download=False)
     assert not list(cache.rglob("*.pt"))  # a forecast trains nothing
+
+
+def test_the_forecast_counts_a_model_that_two_requests_share_once(prepared, session_cache, tmp_path):
+    """Two forget sets of one original (random forgetting: the original does not depend on the
+    forget set) are one group, trained in one process: its forecast is what the first request
+    trains and then what the second still lacks, not the shared original twice."""
+    from conftest import cache_with_calibration, search_args, space_file
+    from tune_unlearn.commands.search import parse_options
+    from tune_unlearn.data.load import load_data
+    from tune_unlearn.evaluation.references import untrained_seconds
+    from tune_unlearn.runtime import make_runtime
+    from tune_unlearn.search.plan import make_plan
+    from tune_unlearn.search.references import group_seconds, request_groups
+
+    empty = cache_with_calibration(session_cache, tmp_path / "empty")
+    plan = make_plan(parse_options(["--space", space_file(tmp_path), *search_args(
+        tmp_path, empty, "shared", "--requests", "seed=0", "seed=1")]))
+    [group] = request_groups(plan)
+    [forecast] = group_seconds(plan, [group], download=False)
+    # the same prices (calibrated in `empty` where the session's were for other threads), and the
+    # first request's models, those of the session's tiny experiment
+    after_first = copy_cache(empty, tmp_path / "after")
+    for path in map(Path, prepared.refs.paths.values()):
+        (after_first / path.parent.name).mkdir(exist_ok=True)
+        shutil.copy(path, after_first / path.parent.name / path.name)
+    runtime = make_runtime("auto")  # as group_seconds
+
+    def seconds(exp, cache):
+        return untrained_seconds(exp, load_data(exp, runtime.device), runtime, cache, threads=1)
+
+    [(_, _, first), (_, _, second)] = group
+    assert seconds(first, after_first) == 0
+    still = seconds(second, after_first)  # its original trained (and cached) by the first
+    assert 0 < still < seconds(second, empty)
+    assert forecast == pytest.approx(seconds(first, empty) + still)

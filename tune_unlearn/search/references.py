@@ -100,18 +100,28 @@ def prepare_references(plan: Plan, nodes: list[Node], gpu: bool, download: bool,
 
 def parallel_training_pays(plan: Plan, groups: list, download: bool) -> bool:
     """Whether training the request groups in parallel tasks saves more than starting them
-    costs: at best they save the training of every group but the longest, forecast from the
-    work to train and the device's prices (evaluation.references.untrained_seconds). Without
-    a GPU only: a GPU trains every request in one task."""
+    costs: at best they save the training of every group but the longest (group_seconds).
+    Without a GPU only: a GPU trains every request in one task."""
+    seconds = group_seconds(plan, groups, download)
+    return sum(seconds) - max(seconds) > TASK_START_S
+
+
+def group_seconds(plan: Plan, groups: list, download: bool) -> list[float]:
+    """A forecast of each request group's training time here, from the work to train and the
+    device's prices (evaluation.references.untrained_seconds): a model that two requests of a
+    group share (their original) is trained once, and counted once."""
     from ..data.load import load_data
     from ..evaluation.references import untrained_seconds
     from ..runtime import make_runtime
 
     runtime = make_runtime("auto")  # as references_in_process
     threads = max(1, int(plan.cpus_per_trial))
-    seconds = [sum(untrained_seconds(exp, load_data(exp, runtime.device, download), runtime, plan.cache_dir,
-                                     plan.original, threads) for _, _, exp in group) for group in groups]
-    return sum(seconds) - max(seconds) > TASK_START_S
+    seconds = []
+    for group in groups:
+        counted: set = set()
+        seconds.append(sum(untrained_seconds(exp, load_data(exp, runtime.device, download), runtime, plan.cache_dir,
+                                             plan.original, threads, counted=counted) for _, _, exp in group))
+    return seconds
 
 
 def original_bytes(path: str) -> tuple[str, bytes]:

@@ -61,12 +61,19 @@ def untrained(cache: ReferenceCache, jobs: list, data: ExperimentData,
 
 
 def untrained_seconds(exp: Experiment, data: ExperimentData, runtime: Runtime, cache_dir: str | Path,
-                      original_checkpoint: str | None = None, threads: int | None = None) -> float:
+                      original_checkpoint: str | None = None, threads: int | None = None,
+                      counted: set[Path] | None = None) -> float:
     """A forecast of the time that training the references of `exp` missing from the cache
     takes here on `threads` threads: their counted work (training_counts) at the device's prices
-    (calibrated first where the cache has none, as prepare_references would); 0 when all are cached."""
+    (calibrated first where the cache has none, as prepare_references would); 0 when all are cached.
+    `counted`: the cache files of models already forecast (another request's that will train
+    them first), left out, and where this one's are added."""
     cache = ReferenceCache(cache_dir, lambda message: None)
     missing = untrained(cache, reference_jobs(exp), data, original_checkpoint)
+    if counted is not None:
+        paths = [cache.path_of(model_exp, data, role) for role, model_exp in missing]
+        missing = [job for job, path in zip(missing, paths) if path not in counted]
+        counted.update(paths)
     if not missing:
         return 0.0
     prices = cache.cost_model(exp, data, runtime, threads)
