@@ -1,5 +1,4 @@
 import math
-import shutil
 from pathlib import Path
 
 import pytest
@@ -172,7 +171,7 @@ def test_a_local_search_trains_its_requests_in_parallel_tasks_only_when_that_pay
     assert not list(cache.rglob("*.pt"))  # a forecast trains nothing
 
 
-def test_the_forecast_counts_a_model_that_two_requests_share_once(prepared, session_cache, tmp_path):
+def test_the_forecast_counts_a_model_that_two_requests_share_once(filled_cache, tmp_path):
     """Two forget sets of one original (random forgetting: the original does not depend on the
     forget set) are one group, trained in one process: its forecast is what the first request
     trains and then what the second still lacks, not the shared original twice."""
@@ -184,24 +183,20 @@ def test_the_forecast_counts_a_model_that_two_requests_share_once(prepared, sess
     from tune_unlearn.search.plan import make_plan
     from tune_unlearn.search.references import group_seconds, request_groups
 
-    empty = cache_with_calibration(session_cache, tmp_path / "empty")
+    empty = tmp_path / "empty"
     plan = make_plan(parse_options(["--space", space_file(tmp_path), *search_args(
         tmp_path, empty, "shared", "--requests", "seed=0", "seed=1")]))
     [group] = request_groups(plan)
-    [forecast] = group_seconds(plan, [group], download=False)
-    # the same prices (calibrated in `empty` where the session's were for other threads), and the
-    # first request's models, those of the session's tiny experiment
-    after_first = copy_cache(empty, tmp_path / "after")
-    for path in map(Path, prepared.refs.paths.values()):
-        (after_first / path.parent.name).mkdir(exist_ok=True)
-        shutil.copy(path, after_first / path.parent.name / path.name)
+    [(_, _, first), (_, _, second)] = group
     runtime = make_runtime("auto")  # as group_seconds
 
     def seconds(exp, cache):
         return untrained_seconds(exp, load_data(exp, runtime.device), runtime, cache, threads=1)
 
-    [(_, _, first), (_, _, second)] = group
-    assert seconds(first, after_first) == 0
-    still = seconds(second, after_first)  # its original trained (and cached) by the first
+    # `filled_cache` holds the first request's models (the session's tiny experiment)
+    assert seconds(first, filled_cache) == 0
+    still = seconds(second, filled_cache)  # its original trained (and cached) by the first
+    cache_with_calibration(filled_cache, empty)  # the same prices, no models
+    [forecast] = group_seconds(plan, [group], download=False)
     assert 0 < still < seconds(second, empty)
     assert forecast == pytest.approx(seconds(first, empty) + still)
